@@ -1,0 +1,1 @@
+"""L0: tiny asyncio helpers with no kybernetes imports (tasks, clock, backoff)."""

@@ -1,0 +1,1 @@
+"""Semantic validation of built-in kinds, one module per API group (registers on import)."""

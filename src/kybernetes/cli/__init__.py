@@ -1,0 +1,1 @@
+"""L5: the ``kyb`` command, which wires the components together."""

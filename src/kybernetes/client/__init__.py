@@ -1,0 +1,1 @@
+"""L3: what every component uses to talk to the API server: REST client, informers, workqueue."""

@@ -1,0 +1,1 @@
+"""L4: controllers, one module each, reconciling through the API."""

@@ -1,0 +1,29 @@
+"""L2: the revisioned key-value store behind the API server (SQLite, later etcd)."""
+
+from kybernetes.store.backend import (
+    AlreadyExistsError,
+    Backend,
+    CompactedError,
+    ConflictError,
+    Event,
+    EventType,
+    KeyValue,
+    ListResult,
+    NotFoundError,
+    StoreError,
+    Watch,
+)
+
+__all__ = [
+    "AlreadyExistsError",
+    "Backend",
+    "CompactedError",
+    "ConflictError",
+    "Event",
+    "EventType",
+    "KeyValue",
+    "ListResult",
+    "NotFoundError",
+    "StoreError",
+    "Watch",
+]
