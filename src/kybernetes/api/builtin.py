@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kybernetes.api import conversion
+from kybernetes.api import conversion, kubeflow
 from kybernetes.api.registry import ALL_VERBS, Registry, Resource
 from kybernetes.api.strategy import Strategy
 
@@ -73,6 +73,9 @@ _TABLE: list[tuple[str, str, str, str, bool, tuple[str, ...], tuple[str, ...], t
     ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
      False, ("crd", "crds"), (), ("status",),
      "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1."),
+    ("kubeflow.org", "v1", "PyTorchJob", "pytorchjobs", True, (), (), ("status",),
+     "org.kubeflow.v1."),
+    ("kubeflow.org", "v1", "TFJob", "tfjobs", True, (), (), ("status",), "org.kubeflow.v1."),
 ]
 
 _VERBS = {
@@ -113,5 +116,7 @@ def build_registry() -> Registry:
                 res.storage_group_resource = "events"
                 # validation and defaulting run on the stored (core) form
                 res.strategy = Strategy("", "Event", has_status=False)
+        if group == "kubeflow.org":
+            res.printer_columns = list(kubeflow.PRINTER_COLUMNS)
         reg.add(res)
     return reg

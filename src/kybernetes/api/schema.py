@@ -107,6 +107,9 @@ def builtin_definitions() -> Definitions:
                 prop = d.get("properties", {}).get(field)
                 if prop is not None:
                     prop.pop("enum", None)
+    from kybernetes.api.kubeflow import DEFINITIONS as kubeflow
+
+    defs.update(kubeflow)
     return Definitions(defs)
 
 

@@ -1,1 +1,34 @@
 """L3: what every component uses to talk to the API server: REST client, informers, workqueue."""
+
+from kybernetes.client.informer import (
+    NAMESPACE_INDEX,
+    EventHandler,
+    Informer,
+    InformerFactory,
+    namespace_index,
+    object_key,
+)
+from kybernetes.client.kubeconfig import Config, KubeconfigError, load_kubeconfig
+from kybernetes.client.rest import Client, Object, WatchEvent, resource_path
+from kybernetes.client.workqueue import Result, ShutDown, TerminalError, WorkQueue, run_workers
+
+__all__ = [
+    "NAMESPACE_INDEX",
+    "Client",
+    "Config",
+    "EventHandler",
+    "Informer",
+    "InformerFactory",
+    "KubeconfigError",
+    "Object",
+    "Result",
+    "ShutDown",
+    "TerminalError",
+    "WatchEvent",
+    "WorkQueue",
+    "load_kubeconfig",
+    "namespace_index",
+    "object_key",
+    "resource_path",
+    "run_workers",
+]

@@ -107,6 +107,10 @@ class Watch(Protocol):
 
     def __aiter__(self) -> AsyncIterator[list[Event]]: ...
 
+    async def next(self, timeout: float | None = None) -> list[Event] | None:
+        """The next batch; [] when ``timeout`` passed first; None once the watch ended."""
+        ...
+
     def close(self) -> None: ...
 
 

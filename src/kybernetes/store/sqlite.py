@@ -96,11 +96,25 @@ class _Watcher:
 
     async def __aiter__(self) -> AsyncIterator[list[Event]]:
         while True:
-            batch = await self._queue.get()
+            batch = await self.next()
             if batch is None:
                 return
-            self._pending -= len(batch)
             yield batch
+
+    async def next(self, timeout: float | None = None) -> list[Event] | None:
+        """The next batch; [] when ``timeout`` passed first; None once the watch ended."""
+        if timeout is None:
+            batch = await self._queue.get()
+        else:
+            try:
+                batch = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                return []
+        if batch is None:
+            self._queue.put_nowait(None)  # stay ended for later calls
+            return None
+        self._pending -= len(batch)
+        return batch
 
 
 class SQLiteBackend:
@@ -329,9 +343,13 @@ class SQLiteBackend:
             raise
         self._compacted = revision
 
-    async def close(self) -> None:
+    def close_watches(self) -> None:
+        """End every open watch (their consumers see the stream end)."""
         for w in tuple(self._watchers):
             w.close()
+
+    async def close(self) -> None:
+        self.close_watches()
         self._db.close()
 
 

@@ -1,0 +1,171 @@
+"""Admission: what the API server does on writes beyond one object's own rules.
+
+NamespaceLifecycle (no new objects in missing or terminating namespaces), Service
+address allocation, Pod priority and service account defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from kybernetes.api.errors import FieldError, StatusError
+from kybernetes.api.registry import Resource
+from kybernetes.apiserver.allocators import AllocationError
+from kybernetes.apiserver.context import Context
+
+Obj = dict[str, Any]
+
+_NS_KEY = "/registry/namespaces/"
+_CLUSTER_SCOPED_EXEMPT = {"Namespace", "Event"}
+_DEFAULT_PRIORITY = 0
+
+
+async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool) -> None:
+    ns = obj["metadata"].get("namespace", "")
+    if res.namespaced and ns:
+        kv = await ctx.backend.get(_NS_KEY + ns)
+        if kv is None:
+            raise StatusError.not_found("namespaces", ns)
+        if b'"deletionTimestamp"' in kv.value and res.kind not in _CLUSTER_SCOPED_EXEMPT:
+            raise StatusError.forbidden(
+                res.plural, obj["metadata"].get("name") or obj["metadata"].get("generateName", ""),
+                f"unable to create new content in namespace {ns} because it is being terminated",
+                res.group)
+    if res.group == "" and res.kind == "Service":
+        _allocate_service(ctx, obj, None, dry_run=dry_run)
+    elif res.group == "" and res.kind == "Pod":
+        await _admit_pod(ctx, obj)
+
+
+async def admit_update(ctx: Context, res: Resource, new: Obj, old: Obj, *, dry_run: bool) -> None:
+    if res.group == "" and res.kind == "Service":
+        _allocate_service(ctx, new, old, dry_run=dry_run)
+
+
+def on_deleted(ctx: Context, res: Resource, obj: Obj) -> None:
+    if res.group == "" and res.kind == "Service":
+        spec = obj.get("spec") or {}
+        for ip in spec.get("clusterIPs") or [spec.get("clusterIP", "")]:
+            if ip and ip != "None":
+                ctx.ips.release(ip)
+        for p in spec.get("ports") or ():
+            if p.get("nodePort"):
+                ctx.ports.release(int(p["nodePort"]))
+
+
+def restore_allocations(ctx: Context, services: list[Obj]) -> None:
+    """Mark the addresses of existing Services as used (at start-up)."""
+    for svc in services:
+        spec = svc.get("spec") or {}
+        for ip in spec.get("clusterIPs") or [spec.get("clusterIP", "")]:
+            if ip and ip != "None":
+                ctx.ips.mark(ip)
+        for p in spec.get("ports") or ():
+            if p.get("nodePort"):
+                ctx.ports.mark(int(p["nodePort"]))
+
+
+def _needs_node_ports(spec: Obj) -> bool:
+    t = spec.get("type", "ClusterIP")
+    if t == "NodePort":
+        return True
+    if t == "LoadBalancer":
+        return spec.get("allocateLoadBalancerNodePorts", True) is not False
+    return False
+
+
+def _allocate_service(ctx: Context, svc: Obj, old: Obj | None, *, dry_run: bool) -> None:
+    spec = svc.setdefault("spec", {})
+    old_spec = (old or {}).get("spec") or {}
+    svc_type = spec.get("type", "ClusterIP")
+    allocated_ips: list[str] = []
+    allocated_ports: list[int] = []
+    try:
+        if svc_type == "ExternalName":
+            spec.pop("clusterIP", None)
+            spec.pop("clusterIPs", None)
+        else:
+            old_ip = old_spec.get("clusterIP", "")
+            want = spec.get("clusterIP", "") or ""
+            if old is not None and old_ip and (not want or want == old_ip):
+                spec["clusterIP"] = old_ip
+                spec["clusterIPs"] = old_spec.get("clusterIPs") or [old_ip]
+            elif want == "None":
+                spec["clusterIPs"] = ["None"]
+            else:
+                ip = ctx.ips.allocate(want)
+                allocated_ips.append(ip)
+                spec["clusterIP"] = ip
+                spec["clusterIPs"] = [ip]
+            if (spec.get("clusterIP") and spec["clusterIP"] != "None") or spec.get("clusterIP") == "None":
+                spec.setdefault("ipFamilies", ["IPv4"])
+                spec.setdefault("ipFamilyPolicy", "SingleStack")
+        old_ports = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+                     for p in old_spec.get("ports") or ()}
+        if _needs_node_ports(spec):
+            for i, p in enumerate(spec.get("ports") or ()):
+                want_port = int(p.get("nodePort") or 0)
+                prev = old_ports.get((p.get("port"), p.get("protocol", "TCP")))
+                if want_port and prev == want_port:
+                    continue
+                if not want_port and prev:
+                    p["nodePort"] = prev
+                    continue
+                p["nodePort"] = ctx.ports.allocate(want_port, path=f"spec.ports[{i}].nodePort")
+                allocated_ports.append(p["nodePort"])
+        else:
+            for p in spec.get("ports") or ():
+                p.pop("nodePort", None)
+        if svc_type in ("NodePort", "LoadBalancer"):
+            spec.setdefault("externalTrafficPolicy", "Cluster")
+    except AllocationError as e:
+        for ip in allocated_ips:
+            ctx.ips.release(ip)
+        for port in allocated_ports:
+            ctx.ports.release(port)
+        meta = svc.get("metadata") or {}
+        raise StatusError.invalid("Service", meta.get("name", ""), [e.error]) from None
+    if dry_run:
+        for ip in allocated_ips:
+            ctx.ips.release(ip)
+        for port in allocated_ports:
+            ctx.ports.release(port)
+    # release what the update gave up
+    if old is not None and not dry_run:
+        new_ports = {p.get("nodePort") for p in spec.get("ports") or ()}
+        for port in old_ports.values():
+            if port and port not in new_ports:
+                ctx.ports.release(int(port))
+
+
+async def _admit_pod(ctx: Context, pod: Obj) -> None:
+    spec = pod.setdefault("spec", {})
+    if not spec.get("serviceAccountName"):
+        spec["serviceAccountName"] = spec.get("serviceAccount") or "default"
+    spec.setdefault("serviceAccount", spec["serviceAccountName"])
+    pc_name = spec.get("priorityClassName", "")
+    if pc_name:
+        kv = await ctx.backend.get(f"/registry/priorityclasses/{pc_name}")
+        if kv is None:
+            raise StatusError.forbidden(
+                "pods", pod["metadata"].get("name", ""),
+                f"no PriorityClass with name {pc_name} was found")
+        pc = orjson.loads(kv.value)
+        value = int(pc.get("value", 0))
+        if "priority" in spec and spec["priority"] != value:
+            raise StatusError.forbidden(
+                "pods", pod["metadata"].get("name", ""),
+                "the integer value of priority "
+                f"({spec['priority']}) must not be provided in pod spec; priority admission "
+                "controller computed "
+                f"{value} from the given PriorityClass name")
+        spec["priority"] = value
+        spec.setdefault("preemptionPolicy", pc.get("preemptionPolicy", "PreemptLowerPriority"))
+    else:
+        spec.setdefault("priority", _DEFAULT_PRIORITY)
+        spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    errs: list[FieldError] = []
+    if errs:
+        raise StatusError.invalid("Pod", pod["metadata"].get("name", ""), errs)

@@ -1,0 +1,566 @@
+"""The ASGI application: authentication, routing, and the REST verbs.
+
+Resource URLs are parsed by hand (no framework router) because this is the hot path::
+
+    /api/v1/namespaces/{ns}/{plural}/{name}/{subresource}
+    /apis/{group}/{version}/{plural}/{name}
+"""
+
+from __future__ import annotations
+
+import builtins
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from kybernetes.api.errors import StatusError
+from kybernetes.api.registry import Resource
+from kybernetes.api.selectors import (
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
+from kybernetes.apiserver import codec, subresources, tables
+from kybernetes.apiserver.context import Context, Options
+from kybernetes.apiserver.discovery import AGGREGATED_CONTENT_TYPE, Discovery
+from kybernetes.apiserver.metrics import Metrics
+from kybernetes.apiserver.objects import ObjectStore
+from kybernetes.apiserver.openapi import OpenAPI
+from kybernetes.apiserver.watch import WatchStream
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Obj = dict[str, Any]
+
+MAX_BODY = 3 * 1024 * 1024
+_JSON = b"application/json"
+_PUBLIC = {"/healthz", "/livez", "/readyz", "/version", "/healthz/", "/livez/", "/readyz/"}
+_WATCH_TIMEOUT = 1800.0
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+
+
+@dataclass
+class Request:
+    scope: Scope
+    receive: Receive
+    send: Send
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[bytes, bytes]
+    user: User | None = None
+    verb: str = ""
+    resource: Resource | None = None
+    subresource: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def header(self, name: bytes) -> str:
+        return self.headers.get(name, b"").decode("latin-1")
+
+    async def body(self) -> bytes:
+        chunks = []
+        size = 0
+        while True:
+            msg = await self.receive()
+            if msg["type"] == "http.disconnect":
+                break
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise StatusError.too_large(
+                    "Request entity too large: limit is 3145728")
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                break
+        return b"".join(chunks)
+
+
+async def send_bytes(send: Send, status: int, body: bytes, *,
+                     content_type: bytes = _JSON, headers: list[tuple[bytes, bytes]] | None = None
+                     ) -> None:
+    hdrs = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-cache, private")]
+    if headers:
+        hdrs.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _warning_headers(warnings: list[str]) -> list[tuple[bytes, bytes]]:
+    out = []
+    for w in dict.fromkeys(warnings):
+        text = w.replace("\\", "\\\\").replace('"', '\\"')
+        out.append((b"warning", f'299 - "{text}"'.encode()))
+    return out
+
+
+class APIServer:
+    """The Kubernetes REST API as an ASGI application."""
+
+    def __init__(self, ctx: Context, *, tokens: dict[str, User], server_address: str = "",
+                 metrics: Metrics | None = None) -> None:
+        self.ctx = ctx
+        self.tokens = tokens
+        self.metrics = metrics or Metrics()
+        self.discovery = Discovery(ctx.registry, server_address=server_address)
+        assert ctx.compiler.defs is not None
+        self.openapi = OpenAPI(ctx.registry, ctx.compiler.defs)
+        self._stores: dict[int, ObjectStore] = {}
+        self.ready = False
+        self.version_info = {
+            "major": "1", "minor": "32", "gitVersion": "v1.32.0-kybernetes",
+            "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-11-22T00:00:00Z",
+            "goVersion": "python", "compiler": "cpython", "platform": "linux/amd64"}
+        self.watches = 0
+
+    def store(self, res: Resource) -> ObjectStore:
+        s = self._stores.get(id(res))
+        if s is None or s.res is not res:
+            s = self._stores[id(res)] = ObjectStore(self.ctx, res)
+        return s
+
+    def forget(self, res: Resource) -> None:
+        self._stores.pop(id(res), None)
+
+    # -- entry ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        typ = scope["type"]
+        if typ == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if typ == "websocket":
+            await subresources.websocket(self, scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        qs = scope.get("query_string", b"")
+        req = Request(scope, receive, send, scope["method"], scope["path"],
+                      dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {},
+                      headers)
+        start = time.perf_counter()
+        code = 500
+        try:
+            req.user = self.authenticate(req)
+            if req.user is None and req.path not in _PUBLIC:
+                raise StatusError.unauthorized()
+            code = await self.route(req)
+        except StatusError as e:
+            code = e.code
+            await send_bytes(send, e.code, orjson.dumps(e.status()),
+                             headers=[(k.encode(), v.encode()) for k, v in e.headers.items()])
+        except Exception as e:
+            log.exception("internal error serving %s %s", req.method, req.path)
+            err = StatusError.internal(str(e))
+            await send_bytes(send, 500, orjson.dumps(err.status()))
+        finally:
+            res = req.resource
+            if res is not None and req.verb != "watch":
+                self.metrics.requests.labels(req.verb, res.group, res.version, res.plural,
+                                             req.subresource, str(code)).inc()
+                self.metrics.latency.labels(req.verb, res.group, res.version, res.plural,
+                                            req.subresource).observe(time.perf_counter() - start)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def authenticate(self, req: Request) -> User | None:
+        auth = req.headers.get(b"authorization")
+        if not auth:
+            return None
+        scheme, _, token = auth.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise StatusError.unauthorized()
+        user = self.tokens.get(token.strip())
+        if user is None:
+            # constant-time comparison against each known token
+            for known, u in self.tokens.items():
+                if hmac.compare_digest(known, token.strip()):
+                    return u
+            raise StatusError.unauthorized()
+        return user
+
+    # -- routing ---------------------------------------------------------------------------
+
+    async def route(self, req: Request) -> int:
+        path = req.path
+        if path.startswith("/api/") or path.startswith("/apis/"):
+            return await self.resource_request(req)
+        if req.method != "GET":
+            raise StatusError(405, "MethodNotAllowed", "the server does not allow this method "
+                              "on the requested resource")
+        send = req.send
+        if path in ("/api", "/api/"):
+            if "apidiscovery.k8s.io" in req.header(b"accept"):
+                await send_bytes(send, 200, self.discovery.aggregated(core=True),
+                                 content_type=AGGREGATED_CONTENT_TYPE.encode(),
+                                 headers=[(b"vary", b"Accept")])
+            else:
+                await send_bytes(send, 200, self.discovery.api_versions())
+            return 200
+        if path in ("/apis", "/apis/"):
+            if "apidiscovery.k8s.io" in req.header(b"accept"):
+                await send_bytes(send, 200, self.discovery.aggregated(core=False),
+                                 content_type=AGGREGATED_CONTENT_TYPE.encode(),
+                                 headers=[(b"vary", b"Accept")])
+            else:
+                await send_bytes(send, 200, self.discovery.api_groups())
+            return 200
+        if path == "/version":
+            await send_bytes(send, 200, orjson.dumps(self.version_info))
+            return 200
+        if path.rstrip("/") in ("/healthz", "/livez", "/readyz") or \
+                path.startswith(("/healthz/", "/livez/", "/readyz/")):
+            ok = self.ready or not path.startswith("/readyz")
+            body = b"ok" if ok else b"[-]startup not finished\nreadyz check failed"
+            if "verbose" in req.query:
+                body = (b"[+]ping ok\n[+]etcd ok\nreadyz check passed" if ok else body)
+            await send_bytes(send, 200 if ok else 500, body, content_type=b"text/plain")
+            return 200 if ok else 500
+        if path == "/metrics":
+            await send_bytes(send, 200, self.metrics.render(),
+                             content_type=b"text/plain; version=0.0.4")
+            return 200
+        if path == "/openapi/v3":
+            await send_bytes(send, 200, self.openapi.index())
+            return 200
+        if path.startswith("/openapi/v3/"):
+            doc = self.openapi.document(path[len("/openapi/v3/"):])
+            if doc is None:
+                raise StatusError(404, "NotFound", "the server could not find the requested "
+                                  "resource")
+            data, digest = doc
+            hdrs = [(b"etag", f'"{digest}"'.encode())]
+            if req.query.get("hash") == digest:
+                hdrs.append((b"cache-control", b"public, immutable"))
+            await send_bytes(send, 200, data, headers=hdrs)
+            return 200
+        if path == "/openapi/v2":
+            if "protobuf" in req.header(b"accept") and "json" not in req.header(b"accept"):
+                # kubectl only falls back to v2 for group-versions /openapi/v3 does not
+                # serve; an empty OpenAPIv2 Document says "nothing known" about them.
+                await send_bytes(send, 200, b"", content_type=b"application/octet-stream")
+                return 200
+            await send_bytes(send, 200, self.openapi.swagger_v2())
+            return 200
+        raise StatusError(404, "NotFound", "the server could not find the requested resource")
+
+    async def resource_request(self, req: Request) -> int:
+        segs = [s for s in req.path.split("/") if s]
+        if segs[0] == "api":
+            if len(segs) < 2:
+                raise _not_found()
+            group, version, rest = "", segs[1], segs[2:]
+        else:
+            if len(segs) < 2:
+                raise _not_found()
+            if len(segs) == 2:
+                data = self.discovery.api_group(segs[1])
+                if data is None or req.method != "GET":
+                    raise _not_found()
+                await send_bytes(req.send, 200, data)
+                return 200
+            group, version, rest = segs[1], segs[2], segs[3:]
+        if not rest:
+            data = self.discovery.resource_list(group, version)
+            if data is None or req.method != "GET":
+                raise _not_found()
+            await send_bytes(req.send, 200, data)
+            return 200
+        ns = ""
+        reg = self.ctx.registry
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            cand = reg.get(group, version, rest[2])
+            if cand is not None and cand.namespaced:
+                ns, rest = rest[1], rest[2:]
+        if len(rest) > 3:
+            raise _not_found()
+        plural = rest[0]
+        name = rest[1] if len(rest) > 1 else ""
+        sub = rest[2] if len(rest) > 2 else ""
+        res = reg.get(group, version, plural)
+        if res is None:
+            if group == "" and plural == "bindings" and ns and req.method == "POST":
+                pods = reg.get("", "v1", "pods")
+                assert pods is not None
+                req.resource = pods
+                req.verb = "create"
+                req.subresource = "binding"
+                return await subresources.binding(self, req, pods, ns, "")
+            raise _not_found()
+        if sub and sub not in res.subresources:
+            raise _not_found()
+        req.resource = res
+        req.subresource = sub
+        if res.namespaced and not ns and name:
+            raise _not_found()
+        return await self.dispatch(req, res, ns, name, sub)
+
+    async def dispatch(self, req: Request, res: Resource, ns: str, name: str, sub: str) -> int:
+        m = req.method
+        if sub and sub not in ("status",):
+            return await subresources.dispatch(self, req, res, ns, name, sub)
+        if m == "GET":
+            if not name:
+                if _truthy(req.query.get("watch")):
+                    req.verb = "watch"
+                    return await self.watch(req, res, ns)
+                req.verb = "list"
+                return await self.list(req, res, ns)
+            req.verb = "get"
+            return await self.get(req, res, ns, name)
+        if m == "POST" and not name:
+            req.verb = "create"
+            if res.namespaced and not ns:
+                raise StatusError(405, "MethodNotAllowed", "the server does not allow this "
+                                  "method on the requested resource")
+            return await self.create(req, res, ns)
+        if m == "PUT" and name:
+            req.verb = "update"
+            return await self.update(req, res, ns, name, sub)
+        if m == "PATCH" and name:
+            req.verb = "patch"
+            return await self.patch(req, res, ns, name, sub)
+        if m == "DELETE":
+            if name:
+                req.verb = "delete"
+                return await self.delete(req, res, ns, name)
+            req.verb = "deletecollection"
+            return await self.delete_collection(req, res, ns)
+        raise StatusError(405, "MethodNotAllowed",
+                          "the server does not allow this method on the requested resource")
+
+    # -- verbs -------------------------------------------------------------------------------
+
+    def options(self, req: Request) -> Options:
+        q = req.query
+        fv = q.get("fieldValidation", "Warn") or "Warn"
+        if fv not in ("Strict", "Warn", "Ignore"):
+            raise StatusError.bad_request(
+                f"fieldValidation must be one of Ignore, Warn, or Strict, got {fv}")
+        dry = q.get("dryRun", "")
+        if dry and dry != "All":
+            raise StatusError.bad_request(f'unsupported dry run option "{dry}"')
+        return Options(dry_run=dry == "All", field_manager=q.get("fieldManager", ""),
+                       field_validation=fv, user_agent=req.header(b"user-agent"),
+                       force=_truthy(q.get("force")))
+
+    async def respond_object(self, req: Request, res: Resource, obj: Obj, status: int,
+                             opts: Options | None = None) -> int:
+        fmt = tables.wants(req.header(b"accept"))
+        if fmt == "Table":
+            body = orjson.dumps(tables.table(
+                res, [obj], self.ctx.clock.now(), include=req.query.get("includeObject", "")
+                or "Metadata"))
+            ctype = tables.TABLE_CONTENT_TYPE.encode()
+        elif fmt == "PartialObjectMetadata":
+            body, ctype = orjson.dumps(tables.partial(obj)), _JSON
+        else:
+            body, ctype = orjson.dumps(obj), _JSON
+        await send_bytes(req.send, status, body, content_type=ctype,
+                         headers=_warning_headers(opts.warnings) if opts and opts.warnings
+                         else None)
+        return status
+
+    async def get(self, req: Request, res: Resource, ns: str, name: str) -> int:
+        store = self.store(res)
+        if tables.wants(req.header(b"accept")):
+            return await self.respond_object(req, res, await store.get(ns, name), 200)
+        await send_bytes(req.send, 200, await store.get_bytes(ns, name))
+        return 200
+
+    def selectors(self, req: Request) -> tuple[Any, Any]:
+        try:
+            label = parse_label_selector(req.query.get("labelSelector"))
+            fld = parse_field_selector(req.query.get("fieldSelector"))
+        except SelectorError as e:
+            raise StatusError.bad_request(str(e)) from None
+        return label, fld
+
+    async def list(self, req: Request, res: Resource, ns: str) -> int:
+        label, fld = self.selectors(req)
+        q = req.query
+        try:
+            limit = int(q.get("limit") or 0)
+        except ValueError:
+            raise StatusError.bad_request("invalid limit") from None
+        store = self.store(res)
+        page = await store.list(ns, label=label, field=fld, limit=limit,
+                                cont=q.get("continue", ""), rv=q.get("resourceVersion", ""),
+                                rv_match=q.get("resourceVersionMatch", ""))
+        fmt = tables.wants(req.header(b"accept"))
+        if fmt == "Table":
+            body = orjson.dumps(tables.table(
+                res, page.objects(), self.ctx.clock.now(),
+                include=q.get("includeObject", "") or "Metadata",
+                resource_version=str(page.revision), cont=page.cont))
+            await send_bytes(req.send, 200, body, content_type=tables.TABLE_CONTENT_TYPE.encode())
+            return 200
+        if fmt == "PartialObjectMetadata":
+            meta: Obj = {"resourceVersion": str(page.revision)}
+            if page.cont:
+                meta["continue"] = page.cont
+            body = orjson.dumps({"kind": "PartialObjectMetadataList",
+                                 "apiVersion": "meta.k8s.io/v1", "metadata": meta,
+                                 "items": [tables.partial(o) for o in page.objects()]})
+            await send_bytes(req.send, 200, body)
+            return 200
+        head = b'{"kind":"%s","apiVersion":"%s","metadata":{"resourceVersion":"%d"%s},"items":[' % (
+            res.list_kind.encode(), res.api_version.encode(), page.revision,
+            b',"continue":"%s"' % page.cont.encode() if page.cont else b"")
+        body = head + b",".join(page.raw_items()) + b"]}"
+        await send_bytes(req.send, 200, body)
+        return 200
+
+    async def watch(self, req: Request, res: Resource, ns: str) -> int:
+        label, fld = self.selectors(req)
+        store = self.store(res)
+        store.check_field_selector(fld)
+        q = req.query
+        try:
+            timeout = float(q.get("timeoutSeconds") or _WATCH_TIMEOUT)
+        except ValueError:
+            timeout = _WATCH_TIMEOUT
+        stream = WatchStream(store, ns, label=label, field=fld,
+                             fmt=tables.wants(req.header(b"accept")),
+                             include=q.get("includeObject", "") or "Metadata",
+                             bookmarks=_truthy(q.get("allowWatchBookmarks")),
+                             now=self.ctx.clock.now)
+        rv = q.get("resourceVersion", "")
+        if rv not in ("", "0"):
+            try:
+                int(rv)
+            except ValueError:
+                raise StatusError.bad_request(f'invalid resource version "{rv}"') from None
+        gauge = self.metrics.watches.labels("WATCH", res.group, res.version, res.plural)
+        gauge.inc()
+        self.watches += 1
+        try:
+            await stream.run(req.send, req.receive, start=rv, timeout=timeout)
+        finally:
+            gauge.dec()
+            self.watches -= 1
+        return 200
+
+    async def read_object(self, req: Request, store: ObjectStore, opts: Options) -> Obj:
+        body = await req.body()
+        obj = codec.decode_object(req.header(b"content-type"), body)
+        store.check_type(obj)
+        store.decode_walk(obj, opts)
+        return obj
+
+    async def create(self, req: Request, res: Resource, ns: str) -> int:
+        store = self.store(res)
+        opts = self.options(req)
+        obj = await self.read_object(req, store, opts)
+        out = await store.create(ns, obj, opts)
+        await self.after_write(res, out)
+        return await self.respond_object(req, res, out, 201, opts)
+
+    async def update(self, req: Request, res: Resource, ns: str, name: str, sub: str) -> int:
+        store = self.store(res)
+        opts = self.options(req)
+        obj = await self.read_object(req, store, opts)
+        out, created = await store.update(ns, name, obj, opts, subresource=sub)
+        await self.after_write(res, out)
+        return await self.respond_object(req, res, out, 201 if created else 200, opts)
+
+    async def patch(self, req: Request, res: Resource, ns: str, name: str, sub: str) -> int:
+        store = self.store(res)
+        opts = self.options(req)
+        ctype = codec.media_type(req.header(b"content-type"))
+        if ctype not in (codec.JSON_PATCH, codec.MERGE_PATCH, codec.STRATEGIC_PATCH,
+                         codec.APPLY_PATCH):
+            raise StatusError.unsupported_media_type(ctype)
+        body = await req.body()
+        out, created = await store.patch(ns, name, ctype, body, opts, subresource=sub)
+        await self.after_write(res, out)
+        return await self.respond_object(req, res, out, 201 if created else 200, opts)
+
+    async def delete_options(self, req: Request) -> Obj:
+        body = await req.body()
+        options: Obj = {}
+        if body.strip():
+            decoded = codec.decode_object(req.header(b"content-type") or "application/json", body)
+            options = decoded
+        q = req.query
+        if "gracePeriodSeconds" in q:
+            try:
+                options["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+            except ValueError:
+                raise StatusError.bad_request("invalid gracePeriodSeconds") from None
+        if "propagationPolicy" in q:
+            options["propagationPolicy"] = q["propagationPolicy"]
+        if "orphanDependents" in q:
+            options["orphanDependents"] = _truthy(q["orphanDependents"])
+        policy = options.get("propagationPolicy")
+        if policy not in (None, "Foreground", "Background", "Orphan"):
+            raise StatusError.invalid("DeleteOptions", "", [], "") if False else \
+                StatusError(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: '
+                            f'propagationPolicy: Unsupported value: "{policy}": supported '
+                            f'values: "Foreground", "Background", "Orphan", "nil"')
+        return options
+
+    async def delete(self, req: Request, res: Resource, ns: str, name: str) -> int:
+        store = self.store(res)
+        opts = self.options(req)
+        options = await self.delete_options(req)
+        out, status = await store.delete(ns, name, options, opts)
+        await self.after_delete(res, out)
+        return await self.respond_object(req, res, out, status, opts)
+
+    async def delete_collection(self, req: Request, res: Resource, ns: str) -> int:
+        label, fld = self.selectors(req)
+        store = self.store(res)
+        opts = self.options(req)
+        options = await self.delete_options(req)
+        deleted = await store.delete_collection(ns, label=label, field=fld, options=options,
+                                                opts=opts)
+        for obj in deleted:
+            await self.after_delete(res, obj)
+        body = {"kind": res.list_kind, "apiVersion": res.api_version, "metadata": {},
+                "items": deleted}
+        await send_bytes(req.send, 200, orjson.dumps(body))
+        return 200
+
+    # -- hooks for objects that change what is served (CRDs) --------------------------------
+
+    after_write_hooks: builtins.list[Callable[[Resource, Obj], Awaitable[None]]]
+    after_delete_hooks: builtins.list[Callable[[Resource, Obj], Awaitable[None]]]
+
+    async def after_write(self, res: Resource, obj: Obj) -> None:
+        for hook in getattr(self, "after_write_hooks", ()):
+            await hook(res, obj)
+
+    async def after_delete(self, res: Resource, obj: Obj) -> None:
+        for hook in getattr(self, "after_delete_hooks", ()):
+            await hook(res, obj)
+
+
+def _truthy(v: str | None) -> bool:
+    return v is not None and v.lower() in ("1", "true", "yes")
+
+
+def _not_found() -> StatusError:
+    return StatusError(404, "NotFound", "the server could not find the requested resource",
+                       {})

@@ -1,0 +1,110 @@
+"""The objects a fresh cluster has, kept present by the API server itself: system
+namespaces, the ``kubernetes`` Service and its endpoints, and in every namespace the
+``kube-root-ca.crt`` ConfigMap and the ``default`` ServiceAccount."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import TYPE_CHECKING, Any
+
+from kybernetes.api.errors import StatusError
+from kybernetes.api.registry import Resource
+from kybernetes.apiserver.context import Options
+
+if TYPE_CHECKING:
+    from kybernetes.apiserver.app import APIServer
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+_MANAGER = Options(field_manager="kube-apiserver", field_validation="Ignore")
+
+
+class Bootstrap:
+    def __init__(self, server: APIServer, *, ca_pem: bytes, advertise_address: str,
+                 port: int) -> None:
+        self.server = server
+        self.ca_pem = ca_pem.decode()
+        self.address = advertise_address
+        self.port = port
+        server.after_write_hooks = [*getattr(server, "after_write_hooks", []),
+                                    self.after_write]
+
+    def _res(self, group: str, version: str, plural: str) -> Resource:
+        res = self.server.ctx.registry.get(group, version, plural)
+        assert res is not None
+        return res
+
+    async def _ensure(self, res: Resource, ns: str, obj: Obj) -> None:
+        store = self.server.store(res)
+        name = obj["metadata"]["name"]
+        if await self.server.ctx.backend.get(res.key(ns, name)) is not None:
+            return
+        try:
+            await store.create(ns, obj, Options(field_manager="kube-apiserver",
+                                                field_validation="Ignore"))
+        except StatusError as e:
+            if e.code not in (409, 403, 404):
+                raise
+
+    async def ensure_namespace_objects(self, ns: str) -> None:
+        await self._ensure(self._res("", "v1", "configmaps"), ns, {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
+                         "annotations": {"kubernetes.io/description": (
+                             "Contains a CA bundle that can be used to verify the "
+                             "kube-apiserver when using internal endpoints such as the "
+                             "internal service IP or kubernetes.default.svc. No other usage "
+                             "is guaranteed across distributions of Kubernetes clusters.")}},
+            "data": {"ca.crt": self.ca_pem}})
+        await self._ensure(self._res("", "v1", "serviceaccounts"), ns, {
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": ns}})
+
+    async def run(self) -> None:
+        namespaces = self._res("", "v1", "namespaces")
+        for ns in SYSTEM_NAMESPACES:
+            await self._ensure(namespaces, "", {"apiVersion": "v1", "kind": "Namespace",
+                                                "metadata": {"name": ns}})
+        svc_ip = self.server.ctx.ips.first()
+        await self._ensure(self._res("", "v1", "services"), "default", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": svc_ip, "sessionAffinity": "None",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                "targetPort": self.port}]}})
+        if ipaddress.ip_address(self.address).is_loopback:
+            # Endpoints may not name loopback addresses; pods could not use them anyway.
+            log.info("advertise address %s is loopback: no endpoints for the kubernetes "
+                     "Service", self.address)
+        else:
+            await self._ensure_endpoints()
+        page = await self.server.ctx.backend.list(namespaces.key_prefix())
+        for kv in page.items:
+            if b'"deletionTimestamp"' not in kv.value:
+                await self.ensure_namespace_objects(kv.key.rsplit("/", 1)[-1])
+
+    async def _ensure_endpoints(self) -> None:
+        await self._ensure(self._res("", "v1", "endpoints"), "default", {
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": self.address}],
+                         "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}]}]})
+        await self._ensure(self._res("discovery.k8s.io", "v1", "endpointslices"), "default", {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "kubernetes",
+                                    "endpointslice.kubernetes.io/managed-by":
+                                        "endpointslicemirroring-controller.k8s.io"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [self.address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}]})
+
+    async def after_write(self, res: Resource, obj: Obj) -> None:
+        if res.group == "" and res.kind == "Namespace" and \
+                not obj["metadata"].get("deletionTimestamp"):
+            await self.ensure_namespace_objects(obj["metadata"]["name"])

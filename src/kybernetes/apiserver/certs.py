@@ -1,0 +1,158 @@
+"""The cluster's certificate authority, serving certificate and admin credentials,
+generated on first start and kept in ``DATA_DIR/pki``."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+_VALID_DAYS = 3650
+
+
+@dataclass
+class PKI:
+    dir: Path
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+    admin_token: str
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.ca_cert.read_bytes()
+
+
+def _write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _sans(hosts: list[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for h in dict.fromkeys(hosts):
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            out.append(x509.DNSName(h))
+    return out
+
+
+def ensure_pki(data_dir: Path, *, extra_hosts: list[str] | None = None) -> PKI:
+    """Create (once) the CA, the serving certificate and the admin token."""
+    pki = data_dir / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    os.chmod(pki, 0o700)
+    ca_cert_p, ca_key_p = pki / "ca.crt", pki / "ca.key"
+    srv_cert_p, srv_key_p = pki / "apiserver.crt", pki / "apiserver.key"
+    token_p = pki / "admin.token"
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    if not (ca_cert_p.exists() and ca_key_p.exists()):
+        key = _key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kybernetes-ca")])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
+                                             False), critical=True)
+                .sign(key, hashes.SHA256()))
+        _write(ca_key_p, _key_pem(key))
+        _write(ca_cert_p, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        srv_cert_p.unlink(missing_ok=True)
+    hosts = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+             "kubernetes.default.svc.cluster.local", socket.gethostname(), "127.0.0.1", "::1",
+             "10.96.0.1", *(extra_hosts or [])]
+    if not (srv_cert_p.exists() and srv_key_p.exists()) or not _covers(srv_cert_p, hosts):
+        ca_key = serialization.load_pem_private_key(ca_key_p.read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_p.read_bytes())
+        key = _key()
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                            "kube-apiserver")]))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
+                .add_extension(x509.SubjectAlternativeName(_sans(hosts)), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                               critical=False)
+                .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+        _write(srv_key_p, _key_pem(key))
+        _write(srv_cert_p, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    if not token_p.exists():
+        _write(token_p, secrets.token_urlsafe(32).encode())
+    return PKI(pki, ca_cert_p, ca_key_p, srv_cert_p, srv_key_p, token_p.read_text().strip())
+
+
+def _covers(cert_path: Path, hosts: list[str]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have = {str(v) for v in san.get_values_for_type(x509.DNSName)}
+    have |= {str(v) for v in san.get_values_for_type(x509.IPAddress)}
+    return all(str(ipaddress.ip_address(h)) in have if _is_ip(h) else h in have for h in hosts)
+
+
+def _is_ip(h: str) -> bool:
+    try:
+        ipaddress.ip_address(h)
+        return True
+    except ValueError:
+        return False
+
+
+def kubeconfig(server: str, ca_pem: bytes, token: str, *, name: str = "kybernetes",
+               user: str = "admin") -> str:
+    ca = base64.b64encode(ca_pem).decode()
+    return (
+        "apiVersion: v1\n"
+        "kind: Config\n"
+        "clusters:\n"
+        f"- name: {name}\n"
+        "  cluster:\n"
+        f"    server: {server}\n"
+        f"    certificate-authority-data: {ca}\n"
+        "contexts:\n"
+        f"- name: {name}\n"
+        "  context:\n"
+        f"    cluster: {name}\n"
+        f"    user: {user}\n"
+        "    namespace: default\n"
+        f"current-context: {name}\n"
+        "preferences: {}\n"
+        "users:\n"
+        f"- name: {user}\n"
+        "  user:\n"
+        f"    token: {token}\n"
+    )
+
+
+def write_kubeconfig(path: Path, text: str) -> None:
+    _write(path, text.encode())

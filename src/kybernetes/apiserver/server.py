@@ -1,0 +1,141 @@
+"""The API server process: store, registry, HTTPS listener, bootstrap and maintenance.
+
+    cp = ControlPlane(data_dir=Path("/var/lib/kyb"), port=6443)
+    await cp.start()          # listening and ready; DIR/kubeconfig written
+    ...
+    await cp.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import uvicorn
+
+from kybernetes.aio.tasks import cancel_and_wait, spawn
+from kybernetes.api.builtin import build_registry
+from kybernetes.apiserver import admission, certs
+from kybernetes.apiserver.app import APIServer, User
+from kybernetes.apiserver.bootstrap import Bootstrap
+from kybernetes.apiserver.context import Context
+from kybernetes.apiserver.crds import CRDManager
+from kybernetes.store.sqlite import SQLiteBackend
+
+log = logging.getLogger(__name__)
+
+KEEP_REVISIONS = 1000
+COMPACT_INTERVAL = 300.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the process owner decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def default_advertise_address() -> str:
+    """The first non-loopback IPv4 address of this host (127.0.0.1 if none)."""
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127.") and \
+                    not a.address.startswith("10.42.") and not a.address.startswith("169.254."):
+                return str(a.address)
+    return "127.0.0.1"
+
+
+class ControlPlane:
+    def __init__(self, *, data_dir: Path, port: int = 6443, host: str = "0.0.0.0",
+                 advertise_address: str = "", fsync: bool = False) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.host = host
+        self.advertise_address = advertise_address or default_advertise_address()
+        self.fsync = fsync
+        self.backend: SQLiteBackend | None = None
+        self.api: APIServer | None = None
+        self.crds: CRDManager | None = None
+        self._uvicorn: _Server | None = None
+        self._serve_task: asyncio.Task[Any] | None = None
+        self._compactor: asyncio.Task[Any] | None = None
+        self.kubeconfig_path = data_dir / "kubeconfig"
+        self.pki: certs.PKI | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pki = pki = certs.ensure_pki(self.data_dir, extra_hosts=[self.advertise_address])
+        self.backend = backend = SQLiteBackend.open(self.data_dir / "state.db", fsync=self.fsync)
+        ctx = Context(backend, build_registry())
+        self.api = api = APIServer(
+            ctx, tokens={pki.admin_token: User("kyb-admin", ("system:masters",
+                                                             "system:authenticated"))},
+            server_address=f"{self.advertise_address}:{self.port}")
+        self.crds = CRDManager(api)
+        bootstrap = Bootstrap(api, ca_pem=pki.ca_pem, advertise_address=self.advertise_address,
+                              port=self.port)
+        # what is already stored: CRD APIs and allocated service addresses
+        await self.crds.start()
+        svc_page = await backend.list("/registry/services/")
+        admission.restore_allocations(ctx, [orjson.loads(kv.value) for kv in svc_page.items])
+        await bootstrap.run()
+        config = uvicorn.Config(
+            api, host=self.host, port=self.port, ssl_certfile=str(pki.server_cert),
+            ssl_keyfile=str(pki.server_key), loop="none", http="httptools", ws="none",
+            lifespan="off", log_level="warning", access_log=False, server_header=False,
+            timeout_graceful_shutdown=2, backlog=2048, timeout_keep_alive=120)
+        self._uvicorn = server = _Server(config)
+        self._serve_task = spawn(server.serve(), name="apiserver-http")
+        while not server.started:
+            if self._serve_task.done():
+                self._serve_task.result()
+                raise RuntimeError("API server failed to start")
+            await asyncio.sleep(0.01)
+        certs.write_kubeconfig(self.kubeconfig_path,
+                               certs.kubeconfig(self.url, pki.ca_pem, pki.admin_token))
+        self._compactor = spawn(self._compact_loop(), name="store-compactor")
+        api.ready = True
+        log.info("API server ready at %s (data in %s)", self.url, self.data_dir)
+
+    async def _compact_loop(self) -> None:
+        assert self.backend is not None
+        seen: list[int] = []
+        while True:
+            await asyncio.sleep(COMPACT_INTERVAL)
+            rev = await self.backend.current_revision()
+            seen.append(rev)
+            # compact to what was current one interval ago, always keeping the newest 1000
+            if len(seen) >= 2:
+                target = min(seen[-2], rev - KEEP_REVISIONS)
+                if target > self.backend.compacted_revision():
+                    await self.backend.compact(target)
+                seen = seen[-2:]
+
+    async def stop(self) -> None:
+        if self.api is not None:
+            self.api.ready = False
+        if self.backend is not None:
+            self.backend.close_watches()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._serve_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._serve_task), 5)
+        await cancel_and_wait(self._serve_task, self._compactor)
+        if self.crds is not None:
+            await self.crds.stop()
+        if self.backend is not None:
+            await self.backend.close()
+            self.backend = None

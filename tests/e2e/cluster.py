@@ -1,0 +1,132 @@
+"""Start real ``kyb server`` processes for end-to-end tests, and drive them with kubectl."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+
+KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = REPO.parent / "shared" / "scenarios"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    """One running ``kyb server`` (a real process) and what a test needs to reach it."""
+
+    data_dir: Path
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    cache_dir: Path = field(default_factory=Path)
+    startup_seconds: float = 0.0
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "pki" / "admin.token").read_text().strip()
+
+    @property
+    def ca(self) -> str:
+        return str(self.data_dir / "pki" / "ca.crt")
+
+    def start(self, *, timeout: float = 30.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kybernetes.cli.main", "server", "--data-dir",
+             str(self.data_dir), "--port", str(self.port), "--bind-address", "127.0.0.1",
+             "--advertise-address", "127.0.0.1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kyb server exited with {self.proc.returncode}:\n"
+                                   f"{self.log_path.read_text()[-3000:]}")
+            try:
+                r = httpx.get(f"{self.url}/readyz", verify=False, timeout=1)
+                if r.status_code == 200 and self.kubeconfig.exists():
+                    self.startup_seconds = time.monotonic() - t0
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"kyb server not ready in {timeout}s:\n"
+                           f"{self.log_path.read_text()[-3000:]}")
+
+    def stop(self, *, kill: bool = False) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["HOME"] = str(self.cache_dir)
+        return env
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                env: dict[str, str] | None = None, timeout: float = 60,
+                cache: str = "kube-cache") -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this server (``cache``: its discovery cache dir)."""
+        proc = subprocess.run(
+            [KUBECTL, f"--cache-dir={self.cache_dir / cache}", *args],
+            input=input, capture_output=True, text=True, env={**self.env(), **(env or {})},
+            timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def kubectl_json(self, *args: str) -> Any:
+        return orjson.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
+
+    def http(self, *, token: bool = True) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token}"} if token else {}
+        return httpx.Client(base_url=self.url, verify=self.ssl_context(), headers=headers,
+                            timeout=30)
+
+
+def load_scenario(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((SCENARIOS / name).read_text()) if d]

@@ -1,0 +1,60 @@
+"""Fixtures that start real ``kyb server`` processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import KUBECTL, SCENARIOS, Cluster, free_port
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """End-to-end tests need the real kubectl and the shared scenarios: say so if missing."""
+    missing = []
+    if not Path(KUBECTL).exists():
+        missing.append(f"kubectl 1.32 at {KUBECTL} (set KUBECTL=...)")
+    if not SCENARIOS.is_dir():
+        missing.append(f"the shared scenarios at {SCENARIOS}")
+    if missing:
+        skip = pytest.mark.skip(reason="end-to-end prerequisite missing: " + "; ".join(missing))
+        for item in items:
+            if "e2e" in str(item.fspath):
+                item.add_marker(skip)
+
+
+def _cluster(base: Path) -> Cluster:
+    c = Cluster(data_dir=base / "data", port=free_port(), log_path=base / "server.log",
+                cache_dir=base / "home")
+    c.cache_dir.mkdir(parents=True, exist_ok=True)
+    return c
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One server shared by a whole test session (tests use their own namespaces)."""
+    c = _cluster(tmp_path_factory.mktemp("cluster"))
+    c.start()
+    yield c
+    code = c.stop()
+    assert code == 0, f"kyb server did not exit cleanly on SIGTERM ({code})"
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A server of the test's own (for restarts and crashes)."""
+    c = _cluster(tmp_path)
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of the test's own, deleted afterwards."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    name = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name).strip("-")
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,174 @@
+"""The SQLite store: revisions, compare-and-swap, watch replay without gaps, compaction."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kybernetes.store import (
+    AlreadyExistsError,
+    CompactedError,
+    ConflictError,
+    EventType,
+    NotFoundError,
+)
+from kybernetes.store.sqlite import SQLiteBackend
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> SQLiteBackend:
+    s = SQLiteBackend.open(tmp_path / "s.db")
+    yield s  # type: ignore[misc]
+    await s.close()
+
+
+async def test_revisions_are_cluster_wide(store: SQLiteBackend) -> None:
+    """Each write gets the next revision, whatever the key."""
+    a = await store.create("/registry/cm/ns/a", b"1")
+    b = await store.create("/registry/pods/ns/b", b"2")
+    a2 = await store.update("/registry/cm/ns/a", b"3", expected_revision=a.mod_revision)
+    assert (a.mod_revision, b.mod_revision, a2.mod_revision) == (1, 2, 3)
+    assert a2.create_revision == 1
+    assert await store.current_revision() == 3
+
+
+async def test_compare_and_swap(store: SQLiteBackend) -> None:
+    """Creates of existing keys and updates from a stale revision fail; nothing changes."""
+    kv = await store.create("/k", b"v1")
+    with pytest.raises(AlreadyExistsError):
+        await store.create("/k", b"again")
+    await store.update("/k", b"v2", expected_revision=kv.mod_revision)
+    with pytest.raises(ConflictError):
+        await store.update("/k", b"v3", expected_revision=kv.mod_revision)
+    with pytest.raises(ConflictError):
+        await store.delete("/k", expected_revision=kv.mod_revision)
+    with pytest.raises(NotFoundError):
+        await store.update("/missing", b"x", expected_revision=1)
+    got = await store.get("/k")
+    assert got is not None and got.value == b"v2"
+    assert await store.current_revision() == 2
+
+
+async def test_list_prefix_limit_and_revision(store: SQLiteBackend) -> None:
+    """Lists are in key order, paginate, and can read the past."""
+    for name in ("c", "a", "b"):
+        await store.create(f"/registry/cm/{name}", name.encode())
+    await store.create("/registry/cmx/other", b"x")
+    page = await store.list("/registry/cm/", limit=2)
+    assert [kv.key for kv in page.items] == ["/registry/cm/a", "/registry/cm/b"] and page.more
+    rest = await store.list("/registry/cm/", start_after=page.items[-1].key, limit=2)
+    assert [kv.key for kv in rest.items] == ["/registry/cm/c"] and not rest.more
+    at = await store.current_revision()
+    await store.delete("/registry/cm/a")
+    b = await store.get("/registry/cm/b")
+    assert b is not None
+    await store.update("/registry/cm/b", b"B", expected_revision=b.mod_revision)
+    past = await store.list("/registry/cm/", revision=at)
+    assert [(kv.key, kv.value) for kv in past.items] == [
+        ("/registry/cm/a", b"a"), ("/registry/cm/b", b"b"), ("/registry/cm/c", b"c")]
+    now = await store.list("/registry/cm/")
+    assert [(kv.key, kv.value) for kv in now.items] == [
+        ("/registry/cm/b", b"B"), ("/registry/cm/c", b"c")]
+
+
+async def test_watch_replays_then_streams_without_gaps(store: SQLiteBackend) -> None:
+    """A watch from revision N gets every later event once, in order, then live ones."""
+    for i in range(5):
+        await store.create(f"/w/{i}", b"%d" % i)
+    w = await store.watch("/w/", after_revision=2)
+    await store.delete("/w/0")
+    await store.create("/other/x", b"ignored")
+    kv = await store.get("/w/4")
+    assert kv is not None
+    await store.update("/w/4", b"four", expected_revision=kv.mod_revision)
+    seen = []
+    while len(seen) < 5:
+        batch = await asyncio.wait_for(w.next(), 2)
+        assert batch
+        seen.extend((e.type, e.kv.key, e.revision) for e in batch)
+    w.close()
+    assert seen == [(EventType.CREATE, "/w/2", 3), (EventType.CREATE, "/w/3", 4),
+                    (EventType.CREATE, "/w/4", 5), (EventType.DELETE, "/w/0", 6),
+                    (EventType.UPDATE, "/w/4", 8)]
+
+
+async def test_delete_event_carries_last_value(store: SQLiteBackend) -> None:
+    """A DELETE event has the deleted value and the deletion's revision."""
+    await store.create("/d", b"last")
+    w = await store.watch("/d", after_revision=await store.current_revision())
+    await store.delete("/d")
+    batch = await asyncio.wait_for(w.next(), 2)
+    assert batch is not None
+    ev = batch[0]
+    assert (ev.type, ev.kv.value, ev.revision) == (EventType.DELETE, b"last", 2)
+    assert ev.prev is not None and ev.prev.mod_revision == 1
+    w.close()
+
+
+async def test_compaction(store: SQLiteBackend) -> None:
+    """Below the compacted revision reads fail; the newest value of every key survives."""
+    await store.create("/c/keep", b"old")
+    for i in range(10):
+        kv = await store.get("/c/keep")
+        assert kv is not None
+        await store.update("/c/keep", b"v%d" % i, expected_revision=kv.mod_revision)
+    await store.create("/c/gone", b"x")
+    await store.delete("/c/gone")
+    await store.compact(8)
+    assert store.compacted_revision() == 8
+    with pytest.raises(CompactedError):
+        await store.watch("/c/", after_revision=3)
+    with pytest.raises(CompactedError):
+        await store.list("/c/", revision=5)
+    past = await store.list("/c/", revision=9)
+    assert [(kv.key, kv.value) for kv in past.items] == [("/c/keep", b"v7")]
+    w = await store.watch("/c/", after_revision=8)
+    batch = await asyncio.wait_for(w.next(), 2)
+    assert batch is not None
+    assert [e.revision for e in batch] == [9, 10, 11, 12, 13]
+    w.close()
+
+
+async def test_slow_watcher_is_dropped(store: SQLiteBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watcher that falls too far behind is ended (and must re-list), not buffered forever."""
+    import kybernetes.store.sqlite as mod
+
+    monkeypatch.setattr(mod, "WATCH_QUEUE_LIMIT", 3)
+    w = await store.watch("/s/", after_revision=0)
+    for i in range(5):
+        await store.create(f"/s/{i}", b"x")
+    assert w.overflowed
+    batches = [b async for b in w]
+    assert sum(len(b) for b in batches) <= 3
+
+
+def test_acknowledged_writes_survive_kill(tmp_path: Path) -> None:
+    """Writes acknowledged before the process is SIGKILLed are there after reopening."""
+    db = tmp_path / "k.db"
+    script = textwrap.dedent(f"""
+        import asyncio, os, signal, sys
+        from kybernetes.store.sqlite import SQLiteBackend
+        async def main():
+            s = SQLiteBackend.open({str(db)!r})
+            for i in range(500):
+                await s.create(f"/k/{{i}}", b"v")
+            print("acked", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        asyncio.run(main())
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -9 and "acked" in proc.stdout
+
+    async def check() -> None:
+        s = SQLiteBackend.open(db)
+        page = await s.list("/k/")
+        assert len(page.items) == 500
+        assert await s.current_revision() == 500
+        await s.close()
+
+    asyncio.run(check())
