@@ -97,7 +97,16 @@ class Server:
                             headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
 
 
+def _steal() -> float:
+    """CPU time stolen by the hypervisor so far (seconds, all CPUs)."""
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
+
+
 def wrk(server: Server, script: Path, *, seconds: int, env: dict[str, str]) -> dict[str, float]:
+    assert server.proc is not None
+    proc = psutil.Process(server.proc.pid)
+    cpu0 = sum(proc.cpu_times()[:2])
+    steal0 = _steal()
     out = subprocess.run(
         ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(script), server.url],
         capture_output=True, text=True, env={**os.environ, "TOKEN": server.token, **env},
@@ -106,9 +115,14 @@ def wrk(server: Server, script: Path, *, seconds: int, env: dict[str, str]) -> d
                   r"errors_status=(\d+)", out)
     if not m:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
-    return {"requests": int(m.group(1)), "per_second": float(m.group(2)),
+    cpu = sum(proc.cpu_times()[:2]) - cpu0
+    requests = int(m.group(1))
+    return {"requests": requests, "per_second": float(m.group(2)),
             "p50_ms": float(m.group(3)), "p99_ms": float(m.group(4)),
-            "non_2xx": int(m.group(5))}
+            "non_2xx": int(m.group(5)),
+            "server_cpu_us_per_request": round(1e6 * cpu / max(requests, 1), 1),
+            "cpu_steal_percent": round(100 * (_steal() - steal0) / (seconds *
+                                                                   (os.cpu_count() or 1)), 1)}
 
 
 async def _fill(server: Server, namespace: str, n: int) -> None:

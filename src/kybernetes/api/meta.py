@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,10 +14,18 @@ _MAX_GENERATED_NAME_LENGTH = 63
 _RANDOM_LENGTH = 5
 
 
+_last_second = -1
+_last_text = ""
+
+
 def rfc3339(epoch: float | None = None) -> str:
     """Whole-second RFC 3339 UTC time, as metav1.Time marshals (``2024-01-02T03:04:05Z``)."""
-    t = time.time() if epoch is None else epoch
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(t)))
+    global _last_second, _last_text
+    second = int(time.time() if epoch is None else epoch)
+    if second != _last_second:
+        _last_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+        _last_second = second
+    return _last_text
 
 
 def rfc3339_micro(epoch: float | None = None) -> str:
@@ -38,7 +45,12 @@ def parse_time(value: str | None) -> float | None:
 
 
 def new_uid() -> str:
-    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+    """A random (version 4) UUID string."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def random_suffix(n: int = _RANDOM_LENGTH) -> str:

@@ -170,10 +170,8 @@ class APIServer:
         finally:
             res = req.resource
             if res is not None and req.verb != "watch":
-                self.metrics.requests.labels(req.verb, res.group, res.version, res.plural,
-                                             req.subresource, str(code)).inc()
-                self.metrics.latency.labels(req.verb, res.group, res.version, res.plural,
-                                            req.subresource).observe(time.perf_counter() - start)
+                self.metrics.observe(req.verb, res.group, res.version, res.plural,
+                                     req.subresource, code, time.perf_counter() - start)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

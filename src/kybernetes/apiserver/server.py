@@ -9,16 +9,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import gc
 import logging
 import socket
-from collections.abc import Generator
+import ssl
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
-import uvicorn
 
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.builtin import build_registry
@@ -27,20 +26,13 @@ from kybernetes.apiserver.app import APIServer, User
 from kybernetes.apiserver.bootstrap import Bootstrap
 from kybernetes.apiserver.context import Context
 from kybernetes.apiserver.crds import CRDManager
+from kybernetes.apiserver.http import HTTPServer
 from kybernetes.store.sqlite import SQLiteBackend
 
 log = logging.getLogger(__name__)
 
 KEEP_REVISIONS = 1000
 COMPACT_INTERVAL = 300.0
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the process owner decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def default_advertise_address() -> str:
@@ -64,8 +56,7 @@ class ControlPlane:
         self.backend: SQLiteBackend | None = None
         self.api: APIServer | None = None
         self.crds: CRDManager | None = None
-        self._uvicorn: _Server | None = None
-        self._serve_task: asyncio.Task[Any] | None = None
+        self._http: HTTPServer | None = None
         self._compactor: asyncio.Task[Any] | None = None
         self.kubeconfig_path = data_dir / "kubeconfig"
         self.pki: certs.PKI | None = None
@@ -91,21 +82,17 @@ class ControlPlane:
         svc_page = await backend.list("/registry/services/")
         admission.restore_allocations(ctx, [orjson.loads(kv.value) for kv in svc_page.items])
         await bootstrap.run()
-        config = uvicorn.Config(
-            api, host=self.host, port=self.port, ssl_certfile=str(pki.server_cert),
-            ssl_keyfile=str(pki.server_key), loop="none", http="httptools", ws="none",
-            lifespan="off", log_level="warning", access_log=False, server_header=False,
-            timeout_graceful_shutdown=2, backlog=2048, timeout_keep_alive=120)
-        self._uvicorn = server = _Server(config)
-        self._serve_task = spawn(server.serve(), name="apiserver-http")
-        while not server.started:
-            if self._serve_task.done():
-                self._serve_task.result()
-                raise RuntimeError("API server failed to start")
-            await asyncio.sleep(0.01)
+        ctx_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx_ssl.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+        self._http = HTTPServer(api, ssl_context=ctx_ssl)
+        await self._http.start(self.host, self.port)
         certs.write_kubeconfig(self.kubeconfig_path,
                                certs.kubeconfig(self.url, pki.ca_pem, pki.admin_token))
         self._compactor = spawn(self._compact_loop(), name="store-compactor")
+        # Schemas and registry are long-lived: keep them out of the cyclic collector's
+        # full passes, which would otherwise pause requests for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
         api.ready = True
         log.info("API server ready at %s (data in %s)", self.url, self.data_dir)
 
@@ -128,12 +115,9 @@ class ControlPlane:
             self.api.ready = False
         if self.backend is not None:
             self.backend.close_watches()
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
-        if self._serve_task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._serve_task), 5)
-        await cancel_and_wait(self._serve_task, self._compactor)
+        if self._http is not None:
+            await self._http.stop()
+        await cancel_and_wait(self._compactor)
         if self.crds is not None:
             await self.crds.stop()
         if self.backend is not None:

@@ -121,6 +121,8 @@ class WatchStream:
              tables.TABLE_CONTENT_TYPE.encode()),
             (b"cache-control", b"no-cache, private"),
         ]})
+        # flush the headers now: clients wait for them before reading events
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
         if start in ("", "0"):
             after = await self.initial(send)
         else:

@@ -81,7 +81,8 @@ class Informer:
                  namespace: str | None = None, label_selector: str | None = None,
                  field_selector: str | None = None, page_size: int = 500,
                  clock: Clock = SYSTEM_CLOCK, backoff: Backoff | None = None,
-                 watch_timeout: tuple[int, int] = (300, 600)) -> None:
+                 watch_timeout: tuple[int, int] = (300, 600),
+                 transform: Callable[[Object], Object] | None = None) -> None:
         self.client = client
         self.api_version = api_version
         self.plural = plural
@@ -92,6 +93,8 @@ class Informer:
         self._clock = clock
         self._backoff = backoff or Backoff(base=0.8, cap=30.0)
         self._watch_timeout = watch_timeout
+        self._transform = transform
+        """Applied to every object before it is cached (e.g. keep only metadata)."""
         self._cache: dict[str, Object] = {}
         self._handlers: list[EventHandler] = []
         self._index_funcs: dict[str, IndexFunc] = {}
@@ -246,6 +249,8 @@ class Informer:
 
     def _replace(self, items: builtins.list[Object], resource_version: str) -> None:
         """Load a full list, telling handlers what differs from the cache."""
+        if self._transform is not None:
+            items = [self._transform(o) for o in items]
         fresh = {object_key(o): o for o in items}
         for key in [k for k in self._cache if k not in fresh]:
             old = self._remove(key)
@@ -263,6 +268,8 @@ class Informer:
     def _apply(self, type_: str, obj: Object) -> None:
         """Apply one watch event (not ERROR) to the cache and the handlers."""
         rv = _rv(obj)
+        if self._transform is not None and type_ != "BOOKMARK":
+            obj = self._transform(obj)
         if type_ == "BOOKMARK":
             pass
         elif type_ in ("ADDED", "MODIFIED"):

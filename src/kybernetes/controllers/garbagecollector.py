@@ -46,6 +46,17 @@ class Ref:
     name: str
 
 
+_KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "ownerReferences",
+                  "finalizers", "deletionTimestamp")
+
+
+def metadata_only(obj: Obj) -> Obj:
+    """What the collector keeps of an object: the metadata it reasons about. Caching
+    whole objects of every kind would cost memory and garbage-collection pauses."""
+    md = obj.get("metadata") or {}
+    return {"metadata": {k: md[k] for k in _KEPT_METADATA if k in md}}
+
+
 def _owner_uids(obj: Obj) -> list[str]:
     return [r["uid"] for r in (obj.get("metadata") or {}).get("ownerReferences") or []
             if r.get("uid")]
@@ -74,7 +85,7 @@ class GarbageCollector:
             self.by_group_kind[(r.group, r.kind)] = r
             if r in self.informers:
                 continue
-            inf = Informer(self.client, r.api_version, r.plural)
+            inf = Informer(self.client, r.api_version, r.plural, transform=metadata_only)
             inf.add_index(_OWNER_INDEX, _owner_uids)
             inf.add_handler(on_add=functools.partial(self._on_add, r),
                             on_update=functools.partial(self._on_update, r),

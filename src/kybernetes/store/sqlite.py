@@ -20,8 +20,12 @@ cut; pass ``fsync=True`` for that).
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
+import itertools
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from kybernetes.store.backend import (
     KeyValue,
     ListResult,
     NotFoundError,
+    StoreError,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,9 @@ CREATE TABLE IF NOT EXISTS kv (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+CACHE_ENTRIES = 50_000
+"""Keys whose newest value is kept in memory for point reads."""
+
 WATCH_QUEUE_LIMIT = 10_000
 """Events a watcher may fall behind by before it is dropped and must re-list."""
 
@@ -69,9 +77,11 @@ def prefix_end(prefix: str) -> str:
 
 
 class _Watcher:
-    def __init__(self, store: SQLiteBackend, prefix: str) -> None:
+    def __init__(self, store: SQLiteBackend, prefix: str, after: int) -> None:
         self._store = store
         self.prefix = prefix
+        self.after = after
+        """Events at or below this revision were replayed (or predate the watch)."""
         self.end = prefix_end(prefix)
         self._queue: asyncio.Queue[list[Event] | None] = asyncio.Queue()
         self._pending = 0
@@ -131,6 +141,14 @@ class SQLiteBackend:
         self._rev: int = row[0] or 0
         self._compacted = self._meta("compacted")
         self._rev = max(self._rev, self._compacted, self._meta("revision"))
+        self._committed = self._rev
+        self._in_txn = False
+        self._flush_scheduled = False
+        self._pending: list[tuple[Event, asyncio.Future[None]]] = []
+        self._checkpointer: _Checkpointer | None = None
+        self._cache: dict[str, KeyValue] = {}
+        """Newest values of recently used keys. This process is the file's only writer,
+        so the cache is kept exact by updating it on every write."""
 
     @classmethod
     def open(cls, path: str | Path, *, fsync: bool = False) -> SQLiteBackend:
@@ -140,7 +158,12 @@ class SQLiteBackend:
         db.execute("PRAGMA temp_store=MEMORY")
         db.execute("PRAGMA cache_size=-16000")
         db.executescript(_SCHEMA)
-        return cls(db)
+        # Checkpoints fsync; they run on a thread of their own so writes never wait on
+        # them (the sqlite3 module releases the GIL while SQLite works).
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        store = cls(db)
+        store._checkpointer = _Checkpointer(str(path))
+        return store
 
     def _meta(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -149,12 +172,25 @@ class SQLiteBackend:
     # -- reads ---------------------------------------------------------------------
 
     async def get(self, key: str) -> KeyValue | None:
+        kv = self._cache.get(key)
+        if kv is not None:
+            return kv
         row = self._db.execute(
             "SELECT create_rev, mod_rev, value FROM kv WHERE key = ?", (key,)
         ).fetchone()
         if row is None:
             return None
-        return KeyValue(key, row[2], row[0], row[1])
+        kv = KeyValue(key, row[2], row[0], row[1])
+        self._remember(kv)
+        return kv
+
+    def _remember(self, kv: KeyValue) -> None:
+        cache = self._cache
+        if len(cache) >= CACHE_ENTRIES:
+            # drop the oldest quarter (dicts keep insertion order)
+            for k in list(itertools.islice(cache, CACHE_ENTRIES // 4)):
+                del cache[k]
+        cache[kv.key] = kv
 
     async def list(
         self, prefix: str, *, start_after: str = "", limit: int = 0, revision: int = 0
@@ -199,44 +235,85 @@ class SQLiteBackend:
 
     # -- writes --------------------------------------------------------------------
 
-    def _commit(self, event: Event, kv_sql: str, kv_args: tuple[object, ...]) -> None:
+    def _write(self, event: Event, kv_sql: str, kv_args: tuple[object, ...]) -> asyncio.Future[None]:
+        """Add one change to the open transaction; the future resolves once it is committed.
+
+        Changes made in the same turn of the event loop share one COMMIT (group commit),
+        which is what makes concurrent writes cheap. Until then only this connection sees
+        them, and watchers are told after the commit.
+        """
         db = self._db
+        if not self._in_txn:
+            db.execute("BEGIN IMMEDIATE")
+            self._in_txn = True
         kv = event.kv
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            cur = db.execute(kv_sql, kv_args)
-            if cur.rowcount != 1:
-                raise _CasFailed
-            db.execute(
-                "INSERT INTO log (rev, key, type, create_rev, prev_rev, value) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    kv.mod_revision,
-                    kv.key,
-                    int(event.type),
-                    kv.create_revision,
-                    event.prev.mod_revision if event.prev else 0,
-                    kv.value,
-                ),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        cur = db.execute(kv_sql, kv_args)
+        if cur.rowcount != 1:
+            raise _CasFailed
+        db.execute(
+            "INSERT INTO log (rev, key, type, create_rev, prev_rev, value) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                kv.mod_revision,
+                kv.key,
+                int(event.type),
+                kv.create_revision,
+                event.prev.mod_revision if event.prev else 0,
+                kv.value,
+            ),
+        )
         self._rev = kv.mod_revision
-        self._notify(event)
+        if event.type == EventType.DELETE:
+            self._cache.pop(kv.key, None)
+        else:
+            self._cache.pop(kv.key, None)
+            self._remember(kv)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pending.append((event, fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        if not self._in_txn:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            log.error("store commit failed: %s", e)
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            self._in_txn = False
+            self._rev = self._committed
+            self._cache.clear()
+            for _, fut in pending:
+                if not fut.done():
+                    fut.set_exception(StoreError(f"commit failed: {e}"))
+            return
+        self._in_txn = False
+        self._committed = self._rev
+        events = [ev for ev, _ in pending]
+        self._notify(events)
+        for _, fut in pending:
+            if not fut.done():
+                fut.set_result(None)
 
     async def create(self, key: str, value: bytes) -> KeyValue:
         rev = self._rev + 1
         kv = KeyValue(key, value, rev, rev)
         try:
-            self._commit(
+            done = self._write(
                 Event(EventType.CREATE, kv),
                 "INSERT INTO kv (key, create_rev, mod_rev, value) VALUES (?, ?, ?, ?)",
                 (key, rev, rev, value),
             )
         except sqlite3.IntegrityError:
             raise AlreadyExistsError(key) from None
+        await done
         return kv
 
     async def update(self, key: str, value: bytes, *, expected_revision: int) -> KeyValue:
@@ -248,7 +325,7 @@ class SQLiteBackend:
         rev = self._rev + 1
         kv = KeyValue(key, value, prev.create_revision, rev)
         try:
-            self._commit(
+            done = self._write(
                 Event(EventType.UPDATE, kv, prev),
                 "UPDATE kv SET mod_rev = ?, value = ? WHERE key = ? AND mod_rev = ?",
                 (rev, value, key, expected_revision),
@@ -258,6 +335,7 @@ class SQLiteBackend:
             raise ConflictError(
                 key, expected=expected_revision, actual=cur.mod_revision if cur else 0
             ) from None
+        await done
         return kv
 
     async def delete(self, key: str, *, expected_revision: int = 0) -> KeyValue:
@@ -269,36 +347,38 @@ class SQLiteBackend:
         rev = self._rev + 1
         kv = KeyValue(key, prev.value, prev.create_revision, rev)
         try:
-            self._commit(
+            done = self._write(
                 Event(EventType.DELETE, kv, prev),
                 "DELETE FROM kv WHERE key = ? AND mod_rev = ?",
                 (key, prev.mod_revision),
             )
         except _CasFailed:
             raise NotFoundError(key) from None
+        await done
         return kv
 
     # -- watch ---------------------------------------------------------------------
 
-    def _notify(self, event: Event) -> None:
-        key = event.kv.key
-        batch = [event]
+    def _notify(self, events: builtins.list[Event]) -> None:
         for w in tuple(self._watchers):
-            if w.prefix <= key < w.end:
+            batch = [e for e in events
+                     if w.prefix <= e.kv.key < w.end and e.kv.mod_revision > w.after]
+            if batch:
                 w.push(batch)
 
     async def watch(self, prefix: str, *, after_revision: int) -> _Watcher:
         if after_revision < self._compacted:
             raise CompactedError(after_revision, self._compacted)
-        w = _Watcher(self, prefix)
-        # Replay and subscribe without yielding to the loop in between, so no live
-        # event can fall into the gap.
-        if after_revision < self._rev:
+        # Replay what is committed and subscribe without yielding to the loop in between,
+        # so no event can fall into the gap: changes not committed yet reach the watcher
+        # when their commit does.
+        w = _Watcher(self, prefix, max(after_revision, self._committed))
+        if after_revision < self._committed:
             rows = self._db.execute(
                 "SELECT l.rev, l.key, l.type, l.create_rev, l.value, p.rev, p.create_rev, "
                 "p.value FROM log l LEFT JOIN log p ON p.rev = l.prev_rev AND l.prev_rev > 0 "
-                "WHERE l.rev > ? AND l.key >= ? AND l.key < ? ORDER BY l.rev",
-                (after_revision, prefix, w.end),
+                "WHERE l.rev > ? AND l.rev <= ? AND l.key >= ? AND l.key < ? ORDER BY l.rev",
+                (after_revision, self._committed, prefix, w.end),
             ).fetchall()
             events = []
             for rev, key, typ, crev, value, prev_rev, prev_crev, prev_value in rows:
@@ -313,7 +393,8 @@ class SQLiteBackend:
 
     async def compact(self, revision: int) -> None:
         """Forget history at or below ``revision`` (never the newest revision of a key)."""
-        revision = min(revision, self._rev)
+        self._flush()
+        revision = min(revision, self._committed)
         if revision <= self._compacted:
             return
         db = self._db
@@ -349,9 +430,40 @@ class SQLiteBackend:
             w.close()
 
     async def close(self) -> None:
+        self._flush()
         self.close_watches()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._db.close()
 
 
 class _CasFailed(Exception):
     pass
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file every ``interval`` seconds, off the loop."""
+
+    def __init__(self, path: str, interval: float = 0.5) -> None:
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as e:  # busy or locked: next time
+                    log.debug("checkpoint skipped: %s", e)
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
