@@ -92,8 +92,6 @@ _CONVERTED = {
 
 def build_registry() -> Registry:
     """A registry holding every built-in resource (CRDs are added by the server)."""
-    from kybernetes.api import defaults, validation  # noqa: F401  (registers strategies)
-
     reg = Registry()
     for group, version, kind, plural, namespaced, short, cats, subs, defprefix in _TABLE:
         res = Resource(

@@ -18,6 +18,7 @@ and :mod:`kybernetes.api.validation`::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -79,6 +80,27 @@ def on_update(group: str, kind: str) -> Callable[[F], F]:
     return _register(UPDATE_HOOKS, group, kind)
 
 
+_kind_code_loaded = False
+_kind_code_lock = threading.Lock()
+
+
+def load_kind_code() -> None:
+    """Import the per-group defaulting and validation modules (they register on import).
+
+    Deferred to the first write (or a warm-up thread) so that the API server starts
+    quickly; the lock makes a concurrent caller wait for the tables to be complete.
+    """
+    global _kind_code_loaded
+    if _kind_code_loaded:
+        return
+    with _kind_code_lock:
+        if not _kind_code_loaded:
+            import kybernetes.api.defaults
+            import kybernetes.api.validation  # noqa: F401
+
+            _kind_code_loaded = True
+
+
 # Kinds whose metadata.generation tracks spec changes (upstream sets it for these).
 _NO_GENERATION = {
     ("", "Pod"), ("", "Node"), ("", "Service"), ("", "Namespace"), ("", "PersistentVolume"),
@@ -111,6 +133,7 @@ class Strategy:
         self.keep_status_on_create = self.gk in _KEEP_STATUS_ON_CREATE
 
     def prepare_create(self, obj: Obj) -> None:
+        load_kind_code()
         if self.has_status and not self.keep_status_on_create:
             obj.pop("status", None)
         if self.tracks_generation:
@@ -122,6 +145,7 @@ class Strategy:
 
     def prepare_update(self, new: Obj, old: Obj) -> None:
         """A write to the main resource: status comes from the stored object."""
+        load_kind_code()
         if self.has_status:
             if "status" in old:
                 new["status"] = old["status"]
@@ -149,10 +173,12 @@ class Strategy:
         return out
 
     def default(self, obj: Obj) -> None:
+        load_kind_code()
         for fn in DEFAULTERS.get(self.gk, ()):
             fn(obj)
 
     def validate(self, obj: Obj) -> list[FieldError]:
+        load_kind_code()
         errs: list[FieldError] = []
         for fn in VALIDATORS.get(self.gk, ()):
             errs.extend(fn(obj))
@@ -165,6 +191,7 @@ class Strategy:
         return errs
 
     def validate_status_update(self, new: Obj, old: Obj) -> list[FieldError]:
+        load_kind_code()
         errs: list[FieldError] = []
         for fn in STATUS_VALIDATORS.get(self.gk, ()):
             errs.extend(fn(new, old))

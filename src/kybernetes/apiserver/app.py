@@ -450,7 +450,7 @@ class APIServer:
                 int(rv)
             except ValueError:
                 raise StatusError.bad_request(f'invalid resource version "{rv}"') from None
-        gauge = self.metrics.watches.labels("WATCH", res.group, res.version, res.plural)
+        gauge = self.metrics.watch_gauge(res.group, res.version, res.plural)
         gauge.inc()
         self.watches += 1
         try:

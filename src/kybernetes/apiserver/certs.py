@@ -11,11 +11,7 @@ import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from typing import Any
 
 _VALID_DAYS = 3650
 
@@ -44,17 +40,24 @@ def _write(path: Path, data: bytes, mode: int = 0o600) -> None:
     os.replace(tmp, path)
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
+def _key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+def _key_pem(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(key.private_bytes(serialization.Encoding.PEM,
+                                   serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
 
 
-def _sans(hosts: list[str]) -> list[x509.GeneralName]:
-    out: list[x509.GeneralName] = []
+def _sans(hosts: list[str]) -> list[Any]:
+    from cryptography import x509
+
+    out: list[Any] = []
     for h in dict.fromkeys(hosts):
         try:
             out.append(x509.IPAddress(ipaddress.ip_address(h)))
@@ -65,6 +68,7 @@ def _sans(hosts: list[str]) -> list[x509.GeneralName]:
 
 def ensure_pki(data_dir: Path, *, extra_hosts: list[str] | None = None) -> PKI:
     """Create (once) the CA, the serving certificate and the admin token."""
+    # cryptography is imported only when something must be generated (start-up speed)
     pki = data_dir / "pki"
     pki.mkdir(parents=True, exist_ok=True)
     os.chmod(pki, 0o700)
@@ -73,6 +77,10 @@ def ensure_pki(data_dir: Path, *, extra_hosts: list[str] | None = None) -> PKI:
     token_p = pki / "admin.token"
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     if not (ca_cert_p.exists() and ca_key_p.exists()):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import NameOID
+
         key = _key()
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kybernetes-ca")])
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
@@ -88,7 +96,14 @@ def ensure_pki(data_dir: Path, *, extra_hosts: list[str] | None = None) -> PKI:
     hosts = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
              "kubernetes.default.svc.cluster.local", socket.gethostname(), "127.0.0.1", "::1",
              "10.96.0.1", *(extra_hosts or [])]
-    if not (srv_cert_p.exists() and srv_key_p.exists()) or not _covers(srv_cert_p, hosts):
+    stamp_p = pki / "apiserver.hosts"
+    stamp = "\n".join(sorted(set(hosts)))
+    if not (srv_cert_p.exists() and srv_key_p.exists() and stamp_p.exists()
+            and set(stamp_p.read_text().split()) >= set(hosts)):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import NameOID
+
         ca_key = serialization.load_pem_private_key(ca_key_p.read_bytes(), None)
         ca_cert = x509.load_pem_x509_certificate(ca_cert_p.read_bytes())
         key = _key()
@@ -104,28 +119,10 @@ def ensure_pki(data_dir: Path, *, extra_hosts: list[str] | None = None) -> PKI:
                 .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
         _write(srv_key_p, _key_pem(key))
         _write(srv_cert_p, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(stamp_p, stamp.encode(), 0o644)
     if not token_p.exists():
         _write(token_p, secrets.token_urlsafe(32).encode())
     return PKI(pki, ca_cert_p, ca_key_p, srv_cert_p, srv_key_p, token_p.read_text().strip())
-
-
-def _covers(cert_path: Path, hosts: list[str]) -> bool:
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    have = {str(v) for v in san.get_values_for_type(x509.DNSName)}
-    have |= {str(v) for v in san.get_values_for_type(x509.IPAddress)}
-    return all(str(ipaddress.ip_address(h)) in have if _is_ip(h) else h in have for h in hosts)
-
-
-def _is_ip(h: str) -> bool:
-    try:
-        ipaddress.ip_address(h)
-        return True
-    except ValueError:
-        return False
 
 
 def kubeconfig(server: str, ca_pem: bytes, token: str, *, name: str = "kybernetes",

@@ -11,9 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import yaml
 
-from kybernetes.api import protobuf
 from kybernetes.api.errors import StatusError
 
 Obj = dict[str, Any]
@@ -29,12 +27,6 @@ APPLY_PATCH_CBOR = "application/apply-patch+cbor"
 
 _META_KEY = b'"metadata":{'
 
-try:
-    _YamlLoader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML without libyaml
-    _YamlLoader = yaml.SafeLoader
-
-
 def media_type(content_type: str | None) -> str:
     """``application/json`` from ``application/json; charset=utf-8``."""
     if not content_type:
@@ -43,8 +35,11 @@ def media_type(content_type: str | None) -> str:
 
 
 def decode_yaml(body: bytes) -> Any:
+    import yaml  # only YAML bodies need it: keep it off the start-up path
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(body, Loader=_YamlLoader)
+        return yaml.load(body, Loader=loader)
     except yaml.YAMLError as e:
         raise StatusError.bad_request(f"error converting YAML to JSON: {e}") from None
 
@@ -65,6 +60,8 @@ def decode_object(content_type: str | None, body: bytes) -> Obj:
     elif mt in (YAML, "application/x-yaml", "text/yaml"):
         obj = decode_yaml(body)
     elif mt == PROTOBUF:
+        from kybernetes.api import protobuf
+
         try:
             obj = protobuf.decode(body)
         except protobuf.ProtobufError as e:

@@ -18,14 +18,13 @@ from typing import Any
 
 import orjson
 
-from kybernetes.api import fieldmanager, meta, patch
+from kybernetes.api import meta, patch
 from kybernetes.api.errors import FieldError, StatusError
 from kybernetes.api.fields import field_values, supported_fields
 from kybernetes.api.registry import Resource
 from kybernetes.api.selectors import FieldSelector, LabelSelector
 from kybernetes.api.strategy import Strategy
 from kybernetes.api.structural import walk
-from kybernetes.api.validation import meta as meta_validation
 from kybernetes.apiserver import admission, codec, continuetoken
 from kybernetes.apiserver.context import Context, Options
 from kybernetes.store import (
@@ -60,6 +59,18 @@ class ListPage:
 
     def objects(self) -> list[Obj]:
         return [self.store.kv_object(kv) for kv in self.kvs]
+
+
+def _fieldmanager() -> Any:
+    from kybernetes.api import fieldmanager  # imported on first use: faster start-up
+
+    return fieldmanager
+
+
+def _meta_validation() -> Any:
+    from kybernetes.api.validation import meta as meta_validation
+
+    return meta_validation
 
 
 def default_manager(user_agent: str) -> str:
@@ -272,12 +283,12 @@ class ObjectStore:
         node = self.ctx.schema(self.storage_res)
         if node is None:
             return
-        fieldmanager.update_managed_fields(
+        _fieldmanager().update_managed_fields(
             old, new, manager=self._manager(opts), operation="Update",
             subresource=subresource, schema=node, now=self._now())
 
     def _validate_create(self, obj: Obj) -> None:
-        errs = meta_validation.validate_metadata(
+        errs = _meta_validation().validate_metadata(
             self.storage_res.group, self.storage_res.kind, obj, namespaced=self.res.namespaced)
         errs += self.strategy.validate(obj)
         if errs:
@@ -383,7 +394,7 @@ class ObjectStore:
                 new_md["managedFields"] = old["metadata"]["managedFields"]
             self.strategy.default(new)
             self.strategy.prepare_update(new, old)
-            errs = meta_validation.validate_metadata_update(new, old)
+            errs = _meta_validation().validate_metadata_update(new, old)
             errs += self.strategy.validate_update(new, old)
         if errs:
             raise self.invalid(name, errs)
@@ -518,6 +529,7 @@ class ObjectStore:
         self._prepare_namespace(md, ns)
         self.decode_walk(applied, opts)
         node = self.ctx.schema(self.res)
+        fieldmanager = _fieldmanager()
         for attempt in range(_PATCH_RETRIES):
             kv = await self.ctx.backend.get(self.res.key(ns, name))
             live = self.kv_object(kv) if kv is not None else None

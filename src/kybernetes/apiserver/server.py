@@ -27,6 +27,7 @@ from kybernetes.apiserver.bootstrap import Bootstrap
 from kybernetes.apiserver.context import Context
 from kybernetes.apiserver.crds import CRDManager
 from kybernetes.apiserver.http import HTTPServer
+from kybernetes.apiserver.metrics import Metrics, TimedBackend
 from kybernetes.store.sqlite import SQLiteBackend
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class ControlPlane:
         self.api: APIServer | None = None
         self.crds: CRDManager | None = None
         self._http: HTTPServer | None = None
+        self._warmup: asyncio.Task[Any] | None = None
         self._compactor: asyncio.Task[Any] | None = None
         self.kubeconfig_path = data_dir / "kubeconfig"
         self.pki: certs.PKI | None = None
@@ -69,11 +71,12 @@ class ControlPlane:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pki = pki = certs.ensure_pki(self.data_dir, extra_hosts=[self.advertise_address])
         self.backend = backend = SQLiteBackend.open(self.data_dir / "state.db", fsync=self.fsync)
-        ctx = Context(backend, build_registry())
+        metrics = Metrics()
+        ctx = Context(TimedBackend(backend, metrics), build_registry())
         self.api = api = APIServer(
             ctx, tokens={pki.admin_token: User("kyb-admin", ("system:masters",
                                                              "system:authenticated"))},
-            server_address=f"{self.advertise_address}:{self.port}")
+            server_address=f"{self.advertise_address}:{self.port}", metrics=metrics)
         self.crds = CRDManager(api)
         bootstrap = Bootstrap(api, ca_pem=pki.ca_pem, advertise_address=self.advertise_address,
                               port=self.port)
@@ -94,7 +97,24 @@ class ControlPlane:
         gc.collect()
         gc.freeze()
         api.ready = True
+        self._warmup = spawn(self._warm_up(), name="apiserver-warm-up")
         log.info("API server ready at %s (data in %s)", self.url, self.data_dir)
+
+    async def _warm_up(self) -> None:
+        """Import what the first requests will need, now that start-up is over."""
+        import importlib
+
+        from kybernetes.api.strategy import load_kind_code
+
+        # on a thread: the loop keeps serving while modules load
+        for name in ("kybernetes.api.fieldmanager", "kybernetes.api.validation.meta",
+                     "kybernetes.api.printers", "yaml", "prometheus_client"):
+            await asyncio.to_thread(importlib.import_module, name)
+        await asyncio.to_thread(load_kind_code)
+        assert self.api is not None
+        self.api.metrics.render()
+        await asyncio.sleep(0)
+        gc.freeze()
 
     async def _compact_loop(self) -> None:
         assert self.backend is not None
@@ -117,7 +137,7 @@ class ControlPlane:
             self.backend.close_watches()
         if self._http is not None:
             await self._http.stop()
-        await cancel_and_wait(self._compactor)
+        await cancel_and_wait(self._compactor, self._warmup)
         if self.crds is not None:
             await self.crds.stop()
         if self.backend is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kybernetes.api import printers
 from kybernetes.api.registry import Resource
 
 Obj = dict[str, Any]
@@ -26,13 +25,24 @@ def partial(obj: Obj) -> Obj:
             "metadata": obj.get("metadata", {})}
 
 
+def _printers() -> Any:
+    from kybernetes.api import printers  # the first Table request loads it
+
+    return printers
+
+
 def columns(res: Resource) -> list[Obj]:
+    printers = _printers()
+    cols: list[Obj]
     if res.crd or res.printer_columns:
-        return printers.crd_columns(res.printer_columns)
-    return printers.columns(res.group, res.kind)
+        cols = printers.crd_columns(res.printer_columns)
+    else:
+        cols = printers.columns(res.group, res.kind)
+    return cols
 
 
 def row(res: Resource, obj: Obj, now: float, include: str) -> Obj:
+    printers = _printers()
     if res.crd or res.printer_columns:
         cells = printers.crd_cells(res.printer_columns, obj, now)
     else:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from kybernetes.apiserver.server import ControlPlane
-from kybernetes.client import Client
-from kybernetes.controllers.garbagecollector import GarbageCollector
-from kybernetes.controllers.namespace import NamespaceController
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,17 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
 
 
 async def start_components(cp: ControlPlane) -> list[Callable[[], Awaitable[None]]]:
-    """Controllers and other components that talk to the API server; returns stoppers."""
+    """Controllers and other components that talk to the API server; returns stoppers.
+
+    Imported here, after the API server is ready, and on a thread so that the event
+    loop keeps answering requests meanwhile.
+    """
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.garbagecollector")
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.namespace")
+    from kybernetes.client import Client
+    from kybernetes.controllers.garbagecollector import GarbageCollector
+    from kybernetes.controllers.namespace import NamespaceController
+
     client = Client.from_kubeconfig(cp.kubeconfig_path)
     gc = GarbageCollector(client)
     namespaces = NamespaceController(client)
