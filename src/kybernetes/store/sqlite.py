@@ -1,20 +1,20 @@
-"""The embedded store: SQLite in WAL mode, kine-style.
+"""The embedded store: SQLite in WAL mode, etcd's model on one table.
 
-Two tables, written in one transaction per change:
+Every change appends one row to ``log`` whose ``rev`` is the new cluster-wide revision;
+deletes append a tombstone carrying the last value. Nothing is updated in place. The
+newest revision of every live key is kept in memory (etcd's key index): a dict for point
+lookups and a sorted list of keys for prefix lists, rebuilt from ``log`` at start-up.
+A write is therefore one append to one B-tree, and several writes in the same turn of
+the event loop share one COMMIT.
 
-- ``log``: one row per revision (``rev`` is the cluster-wide revision). Deletes are rows
-  too, carrying the last value. Watches replay from here; lists at an older revision
-  are rebuilt from here.
-- ``kv``: the newest value of every live key, so reads of the present need no
-  GROUP BY over history.
+Compare-and-swap is checked against the in-memory index, which only this process
+changes. Lists at an older revision are rebuilt by walking back the changes made since.
+Compaction drops rows that a newer row of the same key at or below the compaction point
+supersedes, and tombstones there; the newest row of every key is never dropped.
 
-Compare-and-swap is ``UPDATE kv ... WHERE mod_rev = ?`` inside the transaction.
-Compaction never touches the newest revision of a key; it drops log rows that a newer
-row of the same key at or below the compaction point supersedes, and tombstones there.
-
-All calls run on the event loop's thread: with WAL and ``synchronous=NORMAL`` a commit
-is a write() to the WAL file, which survives ``kill -9`` of the process (not a power
-cut; pass ``fsync=True`` for that).
+All calls run on the event loop's thread: with WAL and ``synchronous=NORMAL`` a commit is
+a write() to the WAL file, which survives ``kill -9`` of the process (not a power cut;
+pass ``fsync=True`` for that). Checkpoints, which fsync, run on a thread of their own.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import itertools
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+
+from sortedcontainers import SortedList
 
 from kybernetes.store.backend import (
     AlreadyExistsError,
@@ -52,21 +54,17 @@ CREATE TABLE IF NOT EXISTS log (
     prev_rev INTEGER NOT NULL,
     value BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS log_key_rev ON log (key, rev);
-CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY,
-    create_rev INTEGER NOT NULL,
-    mod_rev INTEGER NOT NULL,
-    value BLOB NOT NULL
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 CACHE_ENTRIES = 50_000
-"""Keys whose newest value is kept in memory for point reads."""
+"""Values of recently used keys kept in memory."""
 
 WATCH_QUEUE_LIMIT = 10_000
 """Events a watcher may fall behind by before it is dropped and must re-list."""
+
+_DELETE = int(EventType.DELETE)
+_CHUNK = 500
 
 
 def prefix_end(prefix: str) -> str:
@@ -137,18 +135,19 @@ class SQLiteBackend:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._watchers: set[_Watcher] = set()
-        row = db.execute("SELECT MAX(rev) FROM log").fetchone()
-        self._rev: int = row[0] or 0
         self._compacted = self._meta("compacted")
-        self._rev = max(self._rev, self._compacted, self._meta("revision"))
+        self._index: dict[str, tuple[int, int]] = {}
+        """Live keys: (create_revision, mod_revision)."""
+        self._keys: SortedList = SortedList()
+        self._cache: dict[str, KeyValue] = {}
+        """Newest values of recently used keys."""
+        self._rev = 0
+        self._load_index()
         self._committed = self._rev
         self._in_txn = False
         self._flush_scheduled = False
         self._pending: list[tuple[Event, asyncio.Future[None]]] = []
         self._checkpointer: _Checkpointer | None = None
-        self._cache: dict[str, KeyValue] = {}
-        """Newest values of recently used keys. This process is the file's only writer,
-        so the cache is kept exact by updating it on every write."""
 
     @classmethod
     def open(cls, path: str | Path, *, fsync: bool = False) -> SQLiteBackend:
@@ -158,8 +157,6 @@ class SQLiteBackend:
         db.execute("PRAGMA temp_store=MEMORY")
         db.execute("PRAGMA cache_size=-16000")
         db.executescript(_SCHEMA)
-        # Checkpoints fsync; they run on a thread of their own so writes never wait on
-        # them (the sqlite3 module releases the GIL while SQLite works).
         db.execute("PRAGMA wal_autocheckpoint=0")
         store = cls(db)
         store._checkpointer = _Checkpointer(str(path))
@@ -169,18 +166,48 @@ class SQLiteBackend:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
 
+    def _load_index(self) -> None:
+        """Rebuild the key index from the log (start-up, or after a failed commit)."""
+        index: dict[str, tuple[int, int]] = {}
+        rev = 0
+        for key, r, typ, crev in self._db.execute(
+                "SELECT key, rev, type, create_rev FROM log ORDER BY rev"):
+            if typ == _DELETE:
+                index.pop(key, None)
+            else:
+                index[key] = (crev, r)
+            rev = r
+        self._index = index
+        self._keys = SortedList(index)
+        self._cache.clear()
+        self._rev = max(rev, self._compacted, self._meta("revision"))
+
     # -- reads ---------------------------------------------------------------------
+
+    def _value(self, rev: int) -> bytes:
+        row = self._db.execute("SELECT value FROM log WHERE rev = ?", (rev,)).fetchone()
+        if row is None:
+            raise StoreError(f"revision {rev} is missing from the log")
+        return bytes(row[0])
+
+    def _values(self, revs: list[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for i in range(0, len(revs), _CHUNK):
+            chunk = revs[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for r, v in self._db.execute(
+                    f"SELECT rev, value FROM log WHERE rev IN ({marks})", chunk):
+                out[r] = v
+        return out
 
     async def get(self, key: str) -> KeyValue | None:
         kv = self._cache.get(key)
         if kv is not None:
             return kv
-        row = self._db.execute(
-            "SELECT create_rev, mod_rev, value FROM kv WHERE key = ?", (key,)
-        ).fetchone()
-        if row is None:
+        entry = self._index.get(key)
+        if entry is None:
             return None
-        kv = KeyValue(key, row[2], row[0], row[1])
+        kv = KeyValue(key, self._value(entry[1]), entry[0], entry[1])
         self._remember(kv)
         return kv
 
@@ -192,40 +219,82 @@ class SQLiteBackend:
                 del cache[k]
         cache[kv.key] = kv
 
+    def _range(self, prefix: str, start_after: str) -> Iterable[str]:
+        hi = prefix_end(prefix)
+        keys: Iterable[str]
+        if start_after and start_after >= prefix:
+            keys = self._keys.irange(start_after, hi, inclusive=(False, False))
+        else:
+            keys = self._keys.irange(prefix, hi, inclusive=(True, False))
+        return keys
+
     async def list(
         self, prefix: str, *, start_after: str = "", limit: int = 0, revision: int = 0
     ) -> ListResult:
-        lo = start_after if start_after and start_after > prefix else prefix
-        op = ">" if start_after and start_after > prefix else ">="
-        hi = prefix_end(prefix)
-        lim = limit + 1 if limit > 0 else -1
         if revision <= 0 or revision >= self._rev:
-            rows = self._db.execute(
-                f"SELECT key, create_rev, mod_rev, value FROM kv WHERE key {op} ? AND key < ? "
-                "ORDER BY key LIMIT ?",
-                (lo, hi, lim),
-            ).fetchall()
-            at = self._rev
-        else:
-            if revision < self._compacted:
-                raise CompactedError(revision, self._compacted)
-            rows = self._db.execute(
-                "SELECT l.key, l.create_rev, l.rev, l.value FROM log l JOIN "
-                f"(SELECT MAX(rev) AS r FROM log WHERE key {op} ? AND key < ? AND rev <= ? "
-                "GROUP BY key) m ON l.rev = m.r WHERE l.type != 2 ORDER BY l.key LIMIT ?",
-                (lo, hi, revision, lim),
-            ).fetchall()
-            at = revision
-        more = limit > 0 and len(rows) > limit
+            return self._list_now(prefix, start_after, limit)
+        if revision < self._compacted:
+            raise CompactedError(revision, self._compacted)
+        return self._list_at(prefix, start_after, limit, revision)
+
+    def _list_now(self, prefix: str, start_after: str, limit: int) -> ListResult:
+        keys = list(itertools.islice(self._range(prefix, start_after),
+                                     limit + 1 if limit > 0 else None))
+        more = limit > 0 and len(keys) > limit
         if more:
-            rows = rows[:limit]
-        return ListResult([KeyValue(r[0], r[3], r[1], r[2]) for r in rows], at, more)
+            keys = keys[:limit]
+        index, cache = self._index, self._cache
+        items: list[KeyValue | None] = []
+        missing: list[int] = []
+        for k in keys:
+            kv = cache.get(k)
+            if kv is None:
+                missing.append(index[k][1])
+            items.append(kv)
+        if missing:
+            values = self._values(missing)
+            for i, k in enumerate(keys):
+                if items[i] is None:
+                    crev, mrev = index[k]
+                    items[i] = KeyValue(k, values[mrev], crev, mrev)
+        return ListResult(items, self._rev, more)  # type: ignore[arg-type]
+
+    def _list_at(self, prefix: str, start_after: str, limit: int, revision: int) -> ListResult:
+        """The state at ``revision``: today's, with the changes since walked back."""
+        hi = prefix_end(prefix)
+        first_change: dict[str, int] = {}
+        for key, prev in self._db.execute(
+                "SELECT key, prev_rev FROM log WHERE rev > ? AND key >= ? AND key < ? "
+                "ORDER BY rev", (revision, prefix, hi)):
+            first_change.setdefault(key, prev)
+        state: dict[str, int] = {}
+        for key in self._range(prefix, ""):
+            if key not in first_change:
+                state[key] = self._index[key][1]
+        for key, prev in first_change.items():
+            if prev:
+                state[key] = prev
+        keys = sorted(k for k in state if not start_after or k > start_after)
+        more = limit > 0 and len(keys) > limit
+        if more:
+            keys = keys[:limit]
+        revs = [state[k] for k in keys]
+        rows: dict[int, tuple[int, bytes]] = {}
+        for i in range(0, len(revs), _CHUNK):
+            chunk = revs[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for r, crev, v in self._db.execute(
+                    f"SELECT rev, create_rev, value FROM log WHERE rev IN ({marks})", chunk):
+                rows[r] = (crev, v)
+        items = []
+        for k, r in zip(keys, revs, strict=True):
+            if r not in rows:
+                raise CompactedError(revision, self._compacted)
+            items.append(KeyValue(k, rows[r][1], rows[r][0], r))
+        return ListResult(items, revision, more)
 
     async def count(self, prefix: str) -> int:
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM kv WHERE key >= ? AND key < ?", (prefix, prefix_end(prefix))
-        ).fetchone()
-        return int(row[0])
+        return sum(1 for _ in self._range(prefix, ""))
 
     async def current_revision(self) -> int:
         return self._rev
@@ -235,37 +304,30 @@ class SQLiteBackend:
 
     # -- writes --------------------------------------------------------------------
 
-    def _write(self, event: Event, kv_sql: str, kv_args: tuple[object, ...]) -> asyncio.Future[None]:
-        """Add one change to the open transaction; the future resolves once it is committed.
-
-        Changes made in the same turn of the event loop share one COMMIT (group commit),
-        which is what makes concurrent writes cheap. Until then only this connection sees
-        them, and watchers are told after the commit.
-        """
+    def _write(self, event: Event) -> asyncio.Future[None]:
+        """Append one change to the open transaction; the future resolves once it is
+        committed. Changes made in the same turn of the event loop share one COMMIT
+        (group commit). Until then only this connection sees them, and watchers are
+        told after the commit."""
         db = self._db
         if not self._in_txn:
             db.execute("BEGIN IMMEDIATE")
             self._in_txn = True
         kv = event.kv
-        cur = db.execute(kv_sql, kv_args)
-        if cur.rowcount != 1:
-            raise _CasFailed
         db.execute(
             "INSERT INTO log (rev, key, type, create_rev, prev_rev, value) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                kv.mod_revision,
-                kv.key,
-                int(event.type),
-                kv.create_revision,
-                event.prev.mod_revision if event.prev else 0,
-                kv.value,
-            ),
-        )
+            (kv.mod_revision, kv.key, int(event.type), kv.create_revision,
+             event.prev.mod_revision if event.prev else 0, kv.value))
         self._rev = kv.mod_revision
         if event.type == EventType.DELETE:
             self._cache.pop(kv.key, None)
+            del self._index[kv.key]
+            self._keys.remove(kv.key)
         else:
+            if event.type == EventType.CREATE:
+                self._keys.add(kv.key)
+            self._index[kv.key] = (kv.create_revision, kv.mod_revision)
             self._cache.pop(kv.key, None)
             self._remember(kv)
         loop = asyncio.get_running_loop()
@@ -288,32 +350,24 @@ class SQLiteBackend:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             self._in_txn = False
-            self._rev = self._committed
-            self._cache.clear()
+            self._load_index()
             for _, fut in pending:
                 if not fut.done():
                     fut.set_exception(StoreError(f"commit failed: {e}"))
             return
         self._in_txn = False
         self._committed = self._rev
-        events = [ev for ev, _ in pending]
-        self._notify(events)
+        self._notify([ev for ev, _ in pending])
         for _, fut in pending:
             if not fut.done():
                 fut.set_result(None)
 
     async def create(self, key: str, value: bytes) -> KeyValue:
+        if key in self._index:
+            raise AlreadyExistsError(key)
         rev = self._rev + 1
         kv = KeyValue(key, value, rev, rev)
-        try:
-            done = self._write(
-                Event(EventType.CREATE, kv),
-                "INSERT INTO kv (key, create_rev, mod_rev, value) VALUES (?, ?, ?, ?)",
-                (key, rev, rev, value),
-            )
-        except sqlite3.IntegrityError:
-            raise AlreadyExistsError(key) from None
-        await done
+        await self._write(Event(EventType.CREATE, kv))
         return kv
 
     async def update(self, key: str, value: bytes, *, expected_revision: int) -> KeyValue:
@@ -322,20 +376,8 @@ class SQLiteBackend:
             raise NotFoundError(key)
         if prev.mod_revision != expected_revision:
             raise ConflictError(key, expected=expected_revision, actual=prev.mod_revision)
-        rev = self._rev + 1
-        kv = KeyValue(key, value, prev.create_revision, rev)
-        try:
-            done = self._write(
-                Event(EventType.UPDATE, kv, prev),
-                "UPDATE kv SET mod_rev = ?, value = ? WHERE key = ? AND mod_rev = ?",
-                (rev, value, key, expected_revision),
-            )
-        except _CasFailed:
-            cur = await self.get(key)
-            raise ConflictError(
-                key, expected=expected_revision, actual=cur.mod_revision if cur else 0
-            ) from None
-        await done
+        kv = KeyValue(key, value, prev.create_revision, self._rev + 1)
+        await self._write(Event(EventType.UPDATE, kv, prev))
         return kv
 
     async def delete(self, key: str, *, expected_revision: int = 0) -> KeyValue:
@@ -344,17 +386,8 @@ class SQLiteBackend:
             raise NotFoundError(key)
         if expected_revision and prev.mod_revision != expected_revision:
             raise ConflictError(key, expected=expected_revision, actual=prev.mod_revision)
-        rev = self._rev + 1
-        kv = KeyValue(key, prev.value, prev.create_revision, rev)
-        try:
-            done = self._write(
-                Event(EventType.DELETE, kv, prev),
-                "DELETE FROM kv WHERE key = ? AND mod_rev = ?",
-                (key, prev.mod_revision),
-            )
-        except _CasFailed:
-            raise NotFoundError(key) from None
-        await done
+        kv = KeyValue(key, prev.value, prev.create_revision, self._rev + 1)
+        await self._write(Event(EventType.DELETE, kv, prev))
         return kv
 
     # -- watch ---------------------------------------------------------------------
@@ -392,37 +425,36 @@ class SQLiteBackend:
     # -- maintenance ---------------------------------------------------------------
 
     async def compact(self, revision: int) -> None:
-        """Forget history at or below ``revision`` (never the newest revision of a key)."""
+        """Forget history at or below ``revision`` (never the newest revision of a key).
+
+        The rows to drop are found on a thread (a GROUP BY over the old part of the log),
+        then deleted in small transactions so that writes are never held up for long.
+        """
         self._flush()
         revision = min(revision, self._committed)
         if revision <= self._compacted:
             return
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            # Rows superseded by a newer row of the same key at or below the point.
-            db.execute(
-                "DELETE FROM log WHERE rev <= ? AND rev < "
-                "(SELECT MAX(n.rev) FROM log n WHERE n.key = log.key AND n.rev <= ?)",
-                (revision, revision),
-            )
-            # Tombstones at or below the point: the key is simply absent there.
-            db.execute("DELETE FROM log WHERE rev <= ? AND type = 2", (revision,))
-            db.execute(
-                "INSERT INTO meta (name, value) VALUES ('compacted', ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                (revision,),
-            )
-            db.execute(
-                "INSERT INTO meta (name, value) VALUES ('revision', ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                (self._rev,),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        path = self._db.execute("PRAGMA database_list").fetchone()[2]
+        doomed = await asyncio.to_thread(_superseded, path, revision)
+        # mark first: reads below the point now fail rather than see partial history
         self._compacted = revision
+        for i in range(0, len(doomed), _CHUNK):
+            chunk = doomed[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            self._flush()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(f"DELETE FROM log WHERE rev IN ({marks})", chunk)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            await asyncio.sleep(0)
+        self._flush()
+        for name, value in (("compacted", revision), ("revision", self._committed)):
+            self._db.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
 
     def close_watches(self) -> None:
         """End every open watch (their consumers see the stream end)."""
@@ -437,8 +469,15 @@ class SQLiteBackend:
         self._db.close()
 
 
-class _CasFailed(Exception):
-    pass
+def _superseded(path: str, revision: int) -> list[int]:
+    """Revisions at or below ``revision`` that compaction may drop."""
+    db = sqlite3.connect(path)
+    try:
+        return [r for (r,) in db.execute(
+            "SELECT rev FROM log WHERE rev <= ? AND (type = 2 OR rev NOT IN "
+            "(SELECT MAX(rev) FROM log WHERE rev <= ? GROUP BY key))", (revision, revision))]
+    finally:
+        db.close()
 
 
 class _Checkpointer:
