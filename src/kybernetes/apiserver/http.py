@@ -172,7 +172,7 @@ class _Connection(asyncio.Protocol):
         self.reading = True
         self._drain: asyncio.Future[None] | None = None
         self.client: tuple[str, int] | None = None
-        self.idle: asyncio.TimerHandle | None = None
+        self.last_active = time.monotonic()
         self.upgrading = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -182,7 +182,6 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = (peer[0], peer[1]) if peer else None
         self.server.connections.add(self)
-        self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -193,13 +192,8 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
-        if self.idle is not None:
-            self.idle.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -316,16 +310,7 @@ class _Connection(asyncio.Protocol):
             self.loop.create_task(self._run(self.cycle))
         else:
             self.resume_reading()
-            self._arm_idle()
-
-    def _arm_idle(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        self.idle = self.loop.call_later(self.server.keep_alive_timeout, self._idle_close)
-
-    def _idle_close(self) -> None:
-        if self.cycle is None and self.transport is not None:
-            self.transport.close()
+            self.last_active = time.monotonic()
 
     def _error(self, status: int, text: bytes) -> None:
         if self.transport is not None:
@@ -359,16 +344,31 @@ class HTTPServer:
         self.active = 0
         self.stopping = False
         self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, *, backlog: int = 2048) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self), host, port, ssl=self.ssl_context, backlog=backlog,
             reuse_address=True)
+        self._sweeper = loop.create_task(self._close_idle())
+
+    async def _close_idle(self) -> None:
+        """Close keep-alive connections idle for longer than the timeout (one sweep every
+        few seconds rather than a timer per request)."""
+        while True:
+            await asyncio.sleep(min(10.0, self.keep_alive_timeout / 2))
+            limit = time.monotonic() - self.keep_alive_timeout
+            for conn in list(self.connections):
+                if conn.cycle is None and conn.last_active < limit and \
+                        conn.transport is not None:
+                    conn.transport.close()
 
     async def stop(self, *, grace: float = 2.0) -> None:
         """Stop listening; let running requests finish for ``grace`` seconds, then close."""
         self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):

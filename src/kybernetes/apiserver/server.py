@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 KEEP_REVISIONS = 1000
 COMPACT_INTERVAL = 300.0
+FULL_GC_INTERVAL = 60.0
 
 
 def default_advertise_address() -> str:
@@ -59,6 +60,7 @@ class ControlPlane:
         self.crds: CRDManager | None = None
         self._http: HTTPServer | None = None
         self._warmup: asyncio.Task[Any] | None = None
+        self._full_gc: asyncio.Task[Any] | None = None
         self._compactor: asyncio.Task[Any] | None = None
         self.kubeconfig_path = data_dir / "kubeconfig"
         self.pki: certs.PKI | None = None
@@ -96,6 +98,10 @@ class ControlPlane:
         # full passes, which would otherwise pause requests for tens of milliseconds.
         gc.collect()
         gc.freeze()
+        # Young collections stay automatic (rarer); full ones run on a timer instead of
+        # in the middle of bursts of requests. Most garbage is freed by reference counts.
+        gc.set_threshold(10_000, 50, 1_000_000)
+        self._full_gc = spawn(self._collect_loop(), name="full-gc")
         api.ready = True
         self._warmup = spawn(self._warm_up(), name="apiserver-warm-up")
         log.info("API server ready at %s (data in %s)", self.url, self.data_dir)
@@ -115,6 +121,11 @@ class ControlPlane:
         self.api.metrics.render()
         await asyncio.sleep(0)
         gc.freeze()
+
+    async def _collect_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FULL_GC_INTERVAL)
+            gc.collect()
 
     async def _compact_loop(self) -> None:
         assert self.backend is not None
@@ -137,7 +148,7 @@ class ControlPlane:
             self.backend.close_watches()
         if self._http is not None:
             await self._http.stop()
-        await cancel_and_wait(self._compactor, self._warmup)
+        await cancel_and_wait(self._compactor, self._warmup, self._full_gc)
         if self.crds is not None:
             await self.crds.stop()
         if self.backend is not None:

@@ -19,8 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
@@ -37,8 +36,7 @@ _OWNER_INDEX = "owner-uid"
 _REDISCOVER_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(NamedTuple):
     """Where an object lives: its resource, namespace and name."""
 
     resource: APIResource
@@ -69,7 +67,9 @@ class GarbageCollector:
         self.informers: dict[APIResource, Informer] = {}
         self.by_kind: dict[tuple[str, str], APIResource] = {}
         self.by_group_kind: dict[tuple[str, str], APIResource] = {}
-        self.by_uid: dict[str, Ref] = {}
+        self.by_uid: dict[str, tuple[str, str, str]] = {}
+        """uid -> (resource id, namespace, name), plain tuples (see _where)."""
+        self.resource_ids: dict[str, APIResource] = {}
         self.queue: WorkQueue[str] = WorkQueue()
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -110,7 +110,10 @@ class GarbageCollector:
         uid = md.get("uid")
         if not uid:
             return
-        self.by_uid[uid] = Ref(res, md.get("namespace", ""), md.get("name", ""))
+        rid = f"{res.api_version}/{res.plural}"
+        self.resource_ids.setdefault(rid, res)
+        # plain tuples of strings leave the cyclic GC's books: one per object adds up
+        self.by_uid[uid] = (rid, md.get("namespace", ""), md.get("name", ""))
         if md.get("ownerReferences"):
             self.queue.add(uid)
         fins = md.get("finalizers") or []
@@ -139,8 +142,14 @@ class GarbageCollector:
             out.extend(inf.by_index(_OWNER_INDEX, uid))
         return out
 
+    def _where(self, uid: str) -> Ref | None:
+        entry = self.by_uid.get(uid)
+        if entry is None:
+            return None
+        return Ref(self.resource_ids[entry[0]], entry[1], entry[2])
+
     def _get(self, uid: str) -> tuple[Ref, Obj] | None:
-        ref = self.by_uid.get(uid)
+        ref = self._where(uid)
         if ref is None:
             return None
         inf = self.informers.get(ref.resource)
@@ -254,7 +263,7 @@ class GarbageCollector:
     async def _orphan_dependents(self, ref: Ref, owner: Obj) -> None:
         uid = self._key(owner)
         for dep in self._dependents(uid):
-            dref = self.by_uid.get(self._key(dep))
+            dref = self._where(self._key(dep))
             if dref is not None:
                 await self._remove_owner_refs(dref, dep, {uid})
         await self._remove_finalizer(ref, owner, ORPHAN)
@@ -263,7 +272,7 @@ class GarbageCollector:
         uid = self._key(owner)
         blocking = 0
         for dep in self._dependents(uid):
-            dref = self.by_uid.get(self._key(dep))
+            dref = self._where(self._key(dep))
             if dref is None:
                 continue
             refs = [o for o in dep["metadata"].get("ownerReferences") or []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class StoreError(Exception):
@@ -52,8 +52,10 @@ class CompactedError(StoreError):
         self.compacted = compacted
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
+class KeyValue(NamedTuple):
+    """One key's value at one revision. A tuple of atoms, so Python's cyclic garbage
+    collector stops tracking it: many of these are held in memory."""
+
     key: str
     value: bytes
     create_revision: int

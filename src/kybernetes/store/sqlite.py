@@ -67,6 +67,12 @@ _DELETE = int(EventType.DELETE)
 _CHUNK = 500
 
 
+def _bucket(key: str) -> str:
+    """``/registry/pods/`` for ``/registry/pods/ns/name``: watchers are grouped by it."""
+    i = key.find("/", 10)
+    return key[:i + 1] if i > 0 else key
+
+
 def prefix_end(prefix: str) -> str:
     """The smallest string greater than every string starting with ``prefix``."""
     if not prefix:
@@ -80,6 +86,9 @@ class _Watcher:
         self.prefix = prefix
         self.after = after
         """Events at or below this revision were replayed (or predate the watch)."""
+        b = _bucket(prefix)
+        self.bucket = b if prefix.startswith(b) and b.endswith("/") and len(b) > 10 else None
+        """The resource segment every watched key starts with (None: several)."""
         self.end = prefix_end(prefix)
         self._queue: asyncio.Queue[list[Event] | None] = asyncio.Queue()
         self._pending = 0
@@ -139,8 +148,10 @@ class SQLiteBackend:
         self._index: dict[str, tuple[int, int]] = {}
         """Live keys: (create_revision, mod_revision)."""
         self._keys: SortedList = SortedList()
-        self._cache: dict[str, KeyValue] = {}
-        """Newest values of recently used keys."""
+        self._cache: dict[str, tuple[str, bytes, int, int]] = {}
+        """Newest values of recently used keys, as plain tuples: unlike KeyValue (a tuple
+        subclass) those leave the cyclic garbage collector's books, so a big cache adds
+        nothing to its pauses."""
         self._rev = 0
         self._load_index()
         self._committed = self._rev
@@ -201,9 +212,9 @@ class SQLiteBackend:
         return out
 
     async def get(self, key: str) -> KeyValue | None:
-        kv = self._cache.get(key)
-        if kv is not None:
-            return kv
+        hit = self._cache.get(key)
+        if hit is not None:
+            return KeyValue(*hit)
         entry = self._index.get(key)
         if entry is None:
             return None
@@ -217,7 +228,7 @@ class SQLiteBackend:
             # drop the oldest quarter (dicts keep insertion order)
             for k in list(itertools.islice(cache, CACHE_ENTRIES // 4)):
                 del cache[k]
-        cache[kv.key] = kv
+        cache[kv.key] = (kv.key, kv.value, kv.create_revision, kv.mod_revision)
 
     def _range(self, prefix: str, start_after: str) -> Iterable[str]:
         hi = prefix_end(prefix)
@@ -247,10 +258,12 @@ class SQLiteBackend:
         items: list[KeyValue | None] = []
         missing: list[int] = []
         for k in keys:
-            kv = cache.get(k)
-            if kv is None:
+            hit = cache.get(k)
+            if hit is None:
                 missing.append(index[k][1])
-            items.append(kv)
+                items.append(None)
+            else:
+                items.append(KeyValue(*hit))
         if missing:
             values = self._values(missing)
             for i, k in enumerate(keys):
@@ -393,8 +406,19 @@ class SQLiteBackend:
     # -- watch ---------------------------------------------------------------------
 
     def _notify(self, events: builtins.list[Event]) -> None:
+        if not self._watchers:
+            return
+        by_bucket: dict[str, builtins.list[Event]] = {}
+        for e in events:
+            by_bucket.setdefault(_bucket(e.kv.key), []).append(e)
         for w in tuple(self._watchers):
-            batch = [e for e in events
+            if w.bucket is not None:
+                candidates = by_bucket.get(w.bucket)
+                if not candidates:
+                    continue
+            else:
+                candidates = events
+            batch = [e for e in candidates
                      if w.prefix <= e.kv.key < w.end and e.kv.mod_revision > w.after]
             if batch:
                 w.push(batch)
