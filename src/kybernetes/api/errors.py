@@ -18,6 +18,7 @@ import orjson
 
 # field.ErrorType -> (cause reason, text)
 INVALID = ("FieldValueInvalid", "Invalid value")
+TYPE_INVALID = ("FieldValueTypeInvalid", "Invalid value")
 REQUIRED = ("FieldValueRequired", "Required value")
 NOT_SUPPORTED = ("FieldValueNotSupported", "Unsupported value")
 DUPLICATE = ("FieldValueDuplicate", "Duplicate value")
@@ -57,6 +58,10 @@ class FieldError:
         return cls(INVALID, path, value, detail)
 
     @classmethod
+    def type_invalid(cls, path: str, value: Any, detail: str) -> FieldError:
+        return cls(TYPE_INVALID, path, value, detail)
+
+    @classmethod
     def required(cls, path: str, detail: str = "") -> FieldError:
         return cls(REQUIRED, path, _NO_VALUE, detail)
 
@@ -88,8 +93,8 @@ class FieldError:
     def body(self) -> str:
         """The message without the field path (what a cause's ``message`` holds)."""
         text = self.kind[1]
-        if self.value is not _NO_VALUE and self.kind in (INVALID, NOT_SUPPORTED, DUPLICATE,
-                                                         NOT_FOUND, TOO_MANY):
+        if self.value is not _NO_VALUE and self.kind in (INVALID, TYPE_INVALID, NOT_SUPPORTED,
+                                                         DUPLICATE, NOT_FOUND, TOO_MANY):
             text += ": " + format_value(self.value)
         if self.detail:
             text += ": " + self.detail

@@ -112,7 +112,9 @@ _NO_GENERATION = {
     ("apps", "ControllerRevision"),
 }
 # Kinds whose status survives create (written by their owner when registering).
-_KEEP_STATUS_ON_CREATE = {("", "Node"), ("", "Pod"), ("", "Namespace"), ("", "Service")}
+_KEEP_STATUS_ON_CREATE = {("", "Node")}
+# Kinds whose /status writes may also change labels (kubelets label their pods/nodes).
+_STATUS_SETS_LABELS = {("", "Pod"), ("", "Node")}
 
 
 def spec_changed(new: Obj, old: Obj) -> bool:
@@ -129,6 +131,7 @@ class Strategy:
         self.kind = kind
         self.gk = (group, kind)
         self.has_status = has_status
+        self.crd = crd
         self.tracks_generation = crd or (self.gk not in _NO_GENERATION)
         self.keep_status_on_create = self.gk in _KEEP_STATUS_ON_CREATE
 
@@ -161,13 +164,26 @@ class Strategy:
             hook(new, old)
 
     def prepare_status_update(self, new: Obj, old: Obj) -> Obj:
-        """A write to ``/status``: only the status comes from the request."""
+        """A write to ``/status``: the status (and, for built-in kinds, annotations) come
+        from the request; spec and the rest of the metadata stay as stored."""
         out = {k: v for k, v in old.items() if k != "status"}
-        out["metadata"] = dict(old["metadata"])
-        # labels, annotations and other metadata may change through /status too?
-        # Upstream keeps metadata from the request except for spec-like fields; we keep
-        # the stored metadata but accept the request's resourceVersion for the CAS.
-        out["metadata"]["resourceVersion"] = new.get("metadata", {}).get("resourceVersion", "")
+        md = dict(old["metadata"])
+        req = new.get("metadata") or {}
+        md["resourceVersion"] = req.get("resourceVersion", "")
+        if not self.crd:
+            # upstream's built-in status strategies reset spec (and labels), not annotations
+            if "annotations" in req:
+                md["annotations"] = req["annotations"]
+            else:
+                md.pop("annotations", None)
+            if self.gk in _STATUS_SETS_LABELS:
+                if "labels" in req:
+                    md["labels"] = req["labels"]
+                else:
+                    md.pop("labels", None)
+        if "managedFields" in req:
+            md["managedFields"] = req["managedFields"]
+        out["metadata"] = md
         if "status" in new:
             out["status"] = new["status"]
         return out

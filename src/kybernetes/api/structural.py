@@ -204,7 +204,7 @@ class _Walker:
 
     def mismatch(self, node: Node, value: Any, path: str, parent: str, want: str) -> None:
         if self.crd:
-            self.res.errors.append(FieldError.invalid(
+            self.res.errors.append(FieldError.type_invalid(
                 path, value, f"{path} in body must be of type {want}: {_fmt(value)}"))
         elif not self.res.decode_error:
             go_type = {"string": "string", "integer": "int64", "number": "float64",

@@ -44,6 +44,16 @@ async def admit_update(ctx: Context, res: Resource, new: Obj, old: Obj, *, dry_r
         _allocate_service(ctx, new, old, dry_run=dry_run)
 
 
+_IMMORTAL_NAMESPACES = {"default", "kube-system", "kube-public"}
+
+
+def admit_delete(res: Resource, obj: Obj) -> None:
+    """NamespaceLifecycle: the system namespaces may not be deleted."""
+    name = obj["metadata"].get("name", "")
+    if res.group == "" and res.kind == "Namespace" and name in _IMMORTAL_NAMESPACES:
+        raise StatusError.forbidden("namespaces", name, "this namespace may not be deleted")
+
+
 def on_deleted(ctx: Context, res: Resource, obj: Obj) -> None:
     if res.group == "" and res.kind == "Service":
         spec = obj.get("spec") or {}
@@ -86,6 +96,10 @@ def _allocate_service(ctx: Context, svc: Obj, old: Obj | None, *, dry_run: bool)
         if svc_type == "ExternalName":
             spec.pop("clusterIP", None)
             spec.pop("clusterIPs", None)
+            if old is not None and not dry_run:
+                for ip in old_spec.get("clusterIPs") or [old_spec.get("clusterIP", "")]:
+                    if ip and ip != "None":
+                        ctx.ips.release(ip)
         else:
             old_ip = old_spec.get("clusterIP", "")
             want = spec.get("clusterIP", "") or ""

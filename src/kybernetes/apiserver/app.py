@@ -289,7 +289,7 @@ class APIServer:
         reg = self.ctx.registry
         if rest[0] == "namespaces" and len(rest) >= 3:
             cand = reg.get(group, version, rest[2])
-            if cand is not None and cand.namespaced:
+            if (cand is not None and cand.namespaced) or (group == "" and rest[2] == "bindings"):
                 ns, rest = rest[1], rest[2:]
         if len(rest) > 3:
             raise _not_found()

@@ -135,14 +135,18 @@ class _Cycle:
             if not self.keep_alive:
                 parts.append(b"connection: close\r\n")
             parts.append(b"\r\n")
-            if self.chunked:
+            if self.head:
+                pass  # a HEAD response has no body, streamed or not
+            elif self.chunked:
                 if body:
                     parts += (b"%x\r\n" % len(body), body, b"\r\n")
                 if not more:
                     parts.append(b"0\r\n\r\n")
-            elif not self.head:
+            else:
                 parts.append(body)
             transport.write(b"".join(parts))
+        elif self.head:
+            pass
         elif self.chunked:
             out = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
             if not more:
@@ -197,8 +201,9 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
-            offset = e.args[0] if e.args else len(data)
-            self._upgrade(data[offset:])
+            if self.upgrading:
+                offset = e.args[0] if e.args else len(data)
+                self._upgrade(data[offset:])
         except httptools.HttpParserError:
             self._error(400, b"Invalid HTTP request")
 
@@ -250,11 +255,15 @@ class _Connection(asyncio.Protocol):
             "client": self.client,
             "server": None,
         }
-        if self.parser.should_upgrade():
+        upgrade = self.parser.should_upgrade()
+        if upgrade and self.server.upgrade_handler is not None:
             self.upgrading = True
             self._upgrade_scope = scope
             return
-        cycle = _Cycle(self, scope, self.parser.should_keep_alive())
+        # without an upgrade handler the app answers (an error) and the connection closes
+        cycle = _Cycle(self, scope, self.parser.should_keep_alive() and not upgrade)
+        if self.transport is not None and (b"expect", b"100-continue") in self.headers:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self.cycle is None:
             self.cycle = cycle
             self.loop.create_task(self._run(cycle))

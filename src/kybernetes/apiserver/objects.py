@@ -133,7 +133,8 @@ class ObjectStore:
     def check_field_selector(self, sel: FieldSelector) -> None:
         for r in sel.requirements:
             if r.field not in self._fields:
-                if self.res.crd:
+                if self.res.crd or self._fields <= {"metadata.name", "metadata.namespace"}:
+                    # kinds without field-label conversions (upstream's default message)
                     raise StatusError.bad_request(
                         f'"{r.field}" is not a known field selector: only "metadata.name", '
                         '"metadata.namespace"')
@@ -151,6 +152,7 @@ class ObjectStore:
     async def list(self, ns: str, *, label: LabelSelector, field: FieldSelector, limit: int = 0,
                    cont: str = "", rv: str = "", rv_match: str = "") -> ListPage:
         self.check_field_selector(field)
+        _check_list_options(rv, rv_match, cont)
         backend = self.ctx.backend
         prefix = self.res.key_prefix(ns)
         revision = 0
@@ -158,7 +160,9 @@ class ObjectStore:
         if cont:
             revision, rel = continuetoken.decode(cont)
             start = prefix + rel
-        elif rv and rv_match == "Exact":
+        elif rv and (rv_match == "Exact" or (not rv_match and limit > 0 and rv != "0")):
+            # with a limit and no match, a resourceVersion is an exact read (upstream's
+            # legacy rule for paginated lists)
             revision = _parse_rv(rv)
         elif rv and rv != "0":
             want = _parse_rv(rv)
@@ -169,7 +173,8 @@ class ObjectStore:
             if name is not None and (ns or not self.res.namespaced) and not cont:
                 key = self.res.key(ns, name)
                 res = await backend.list(key, limit=1, revision=revision)
-                kvs = [kv for kv in res.items if kv.key == key]
+                kvs = [kv for kv in res.items if kv.key == key and self.selected(
+                    codec.load_stored(kv.value, kv.mod_revision), label, field)]
                 at = res.revision
                 more = False
                 last = ""
@@ -576,6 +581,7 @@ class ObjectStore:
         for _ in range(_PATCH_RETRIES):
             kv = await self.get_kv(ns, name)
             obj = codec.load_stored(kv.value, kv.mod_revision)
+            admission.admit_delete(self.storage_res, obj)
             md = obj["metadata"]
             pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != md.get("uid"):
@@ -637,7 +643,7 @@ class ObjectStore:
             except (ConflictError, NotFoundError):
                 continue
             nmd["resourceVersion"] = str(out.mod_revision)
-            return self.view(new), 202 if grace else 200
+            return self.view(new), 200
         raise self.conflict(name)
 
     def _spec_finalizers(self, obj: Obj) -> builtins.list[str]:
@@ -721,6 +727,32 @@ def _same(new: Obj, old: Obj) -> bool:
 
 def _without_times(entries: Any) -> list[Obj]:
     return [{k: v for k, v in e.items() if k != "time"} for e in entries or []]
+
+
+def _check_list_options(rv: str, rv_match: str, cont: str) -> None:
+    """ValidateListOptions, and the continue/resourceVersion rule of the store."""
+    errs: list[FieldError] = []
+    if rv_match:
+        if not rv:
+            errs.append(FieldError.forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden unless resourceVersion is provided"))
+        elif rv_match not in ("Exact", "NotOlderThan"):
+            errs.append(FieldError.not_supported("resourceVersionMatch", rv_match,
+                                                 ["Exact", "NotOlderThan", ""]))
+        elif rv_match == "Exact" and rv == "0":
+            errs.append(FieldError.forbidden(
+                "resourceVersionMatch",
+                'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'))
+        if cont:
+            errs.append(FieldError.forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided"))
+    if errs:
+        raise StatusError.invalid("ListOptions", "", errs, "meta.k8s.io")
+    if cont and rv and rv != "0":
+        raise StatusError.bad_request(
+            "specifying resource version is not allowed when using continue")
 
 
 def _short_json(obj: Obj) -> str:

@@ -19,6 +19,9 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=max(level, logging.DEBUG),
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # one line per request of our own components is noise, not news
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
 
 
 @click.group()

@@ -55,6 +55,8 @@ def default_pod_object(pod: Obj) -> None:
 def prepare_pod_create(pod: Obj) -> None:
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
     assert isinstance(spec, dict)
+    # upstream's PrepareForCreate: whatever status the client sent, a new pod is Pending
+    pod["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
     if spec.get("schedulingGates"):
         conditions = _status(pod).setdefault("conditions", [])
         if not any(c.get("type") == "PodScheduled" for c in conditions if isinstance(c, dict)):
@@ -126,6 +128,7 @@ def _default_ip_families(spec: Obj) -> None:
 
 @on_create("", "Service")
 def prepare_service_create(svc: Obj) -> None:
+    svc["status"] = {"loadBalancer": {}}
     spec = _spec(svc)
     if spec.get("clusterIP") and not spec.get("clusterIPs"):
         spec["clusterIPs"] = [spec["clusterIP"]]
