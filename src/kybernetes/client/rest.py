@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
@@ -29,6 +30,7 @@ import orjson
 
 from kybernetes.api.errors import StatusError
 from kybernetes.client.kubeconfig import Config, load_kubeconfig
+from kybernetes.client.stream import stream_lines
 
 Object = dict[str, Any]
 """A Kubernetes object (or List, or Status) in its JSON wire form."""
@@ -140,6 +142,9 @@ class Client:
         verify: Any = True
         if transport is None and config.server.startswith("https:"):
             verify = config.ssl_context()
+        self._transport = transport
+        self._headers = headers
+        self._ssl = verify if isinstance(verify, ssl.SSLContext) else None
         self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=config.server, headers=headers, verify=verify, transport=transport,
@@ -321,6 +326,17 @@ class Client:
         read = None if timeout_seconds is None else timeout_seconds + self._timeout
         timeout = httpx.Timeout(self._timeout, read=read)
         path = resource_path(api_version, plural, namespace=namespace)
+        if self._transport is None:
+            # the network: a lean reader of our own (watches are a controller's hot path)
+            lines = stream_lines(self.config.server, path, params, headers=self._headers,
+                                 ssl_context=self._ssl)
+            try:
+                async for raw in lines:
+                    event = orjson.loads(raw)
+                    yield WatchEvent(str(event.get("type", "")), event.get("object") or {})
+            finally:
+                await lines.aclose()
+            return
         async with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
             if not 200 <= resp.status_code < 300:
                 raise error_from_response(resp.status_code, await resp.aread(), resp.headers)
