@@ -39,17 +39,6 @@ DEPLOY = "/apis/apps/v1/namespaces/default/deployments"
 # -- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-async def no_task_leaks() -> AsyncIterator[None]:
-    """Fail a test that leaves asyncio tasks running."""
-    before = asyncio.all_tasks()
-    yield
-    left = asyncio.all_tasks() - before - {asyncio.current_task()}
-    if left:
-        _, pending = await asyncio.wait(left, timeout=1.0)
-        assert not pending, f"leaked tasks: {pending}"
-
-
 class Server:
     """An API server over a fresh store, with its CRD manager, bootstrapped."""
 

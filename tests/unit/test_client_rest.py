@@ -23,17 +23,6 @@ from kybernetes.client.rest import error_from_response
 Handler = Callable[[httpx.Request], Any]
 
 
-@pytest.fixture(autouse=True)
-async def no_task_leaks() -> AsyncIterator[None]:
-    """Fail a test that leaves asyncio tasks running."""
-    before = asyncio.all_tasks()
-    yield
-    left = asyncio.all_tasks() - before - {asyncio.current_task()}
-    if left:
-        _, pending = await asyncio.wait(left, timeout=1.0)
-        assert not pending, f"leaked tasks: {pending}"
-
-
 class Recorder:
     """A mock API server that records requests and answers with a fixed response."""
 

@@ -112,17 +112,6 @@ class App:
 # -- fixtures and a raw HTTP client ----------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-async def no_task_leaks() -> AsyncIterator[None]:
-    """Fail a test that leaves asyncio tasks running."""
-    before = asyncio.all_tasks()
-    yield
-    left = asyncio.all_tasks() - before - {asyncio.current_task()}
-    if left:
-        _, pending = await asyncio.wait(left, timeout=1.0)
-        assert not pending, f"leaked tasks: {pending}"
-
-
 @pytest.fixture
 def app() -> App:
     return App()

@@ -26,17 +26,6 @@ from kybernetes.client import (
 Object = dict[str, Any]
 
 
-@pytest.fixture(autouse=True)
-async def no_task_leaks() -> AsyncIterator[None]:
-    """Fail a test that leaves asyncio tasks running."""
-    before = asyncio.all_tasks()
-    yield
-    left = asyncio.all_tasks() - before - {asyncio.current_task()}
-    if left:
-        _, pending = await asyncio.wait(left, timeout=1.0)
-        assert not pending, f"leaked tasks: {pending}"
-
-
 def status(code: int, reason: str, message: str) -> Object:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "code": code, "reason": reason, "message": message}

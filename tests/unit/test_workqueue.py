@@ -11,17 +11,6 @@ from kybernetes.aio.clock import FakeClock
 from kybernetes.client import Result, ShutDown, TerminalError, WorkQueue, run_workers
 
 
-@pytest.fixture(autouse=True)
-async def no_task_leaks() -> AsyncIterator[None]:
-    """Fail a test that leaves asyncio tasks running."""
-    before = asyncio.all_tasks()
-    yield
-    left = asyncio.all_tasks() - before - {asyncio.current_task()}
-    if left:
-        _, pending = await asyncio.wait(left, timeout=1.0)
-        assert not pending, f"leaked tasks: {pending}"
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
