@@ -23,5 +23,7 @@ async def no_task_leaks() -> AsyncIterator[None]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         fn = getattr(item, "function", None)
-        if fn is not None and inspect.iscoroutinefunction(fn):
-            item.add_marker(pytest.mark.usefixtures("no_task_leaks"))
+        names = getattr(item, "fixturenames", None)
+        if fn is not None and inspect.iscoroutinefunction(fn) and names is not None \
+                and "no_task_leaks" not in names:
+            names.insert(0, "no_task_leaks")
