@@ -421,11 +421,10 @@ async def test_upgrade_is_handed_to_the_handler(app: App) -> None:
     """An Upgrade request goes to the upgrade handler with its scope and any early bytes."""
     seen: list[tuple[str, bytes]] = []
 
-    async def handler(scope: Scope, transport: asyncio.Transport, protocol: Any,
-                      rest: bytes) -> None:
-        seen.append((scope["path"], rest))
-        transport.write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
-        transport.close()
+    async def handler(scope: Scope, conn: Any) -> None:
+        seen.append((scope["path"], conn.take_early_bytes()))
+        conn.transport.write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        conn.transport.close()
 
     srv = HTTPServer(app, upgrade_handler=handler)
     await srv.start("127.0.0.1", 0)

@@ -144,9 +144,6 @@ class APIServer:
         if typ == "lifespan":
             await self._lifespan(receive, send)
             return
-        if typ == "websocket":
-            await subresources.websocket(self, scope, receive, send)
-            return
         headers = dict(scope["headers"])
         qs = scope.get("query_string", b"")
         req = Request(scope, receive, send, scope["method"], scope["path"],
@@ -189,14 +186,26 @@ class APIServer:
         scheme, _, token = auth.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise StatusError.unauthorized()
-        user = self.tokens.get(token.strip())
+        user = self.authenticate_token(token.strip())
         if user is None:
-            # constant-time comparison against each known token
-            for known, u in self.tokens.items():
-                if hmac.compare_digest(known, token.strip()):
-                    return u
             raise StatusError.unauthorized()
         return user
+
+    def authenticate_token(self, token: str) -> User | None:
+        """The user a bearer token belongs to, or None."""
+        user = self.tokens.get(token)
+        if user is not None:
+            return user
+        for known, u in self.tokens.items():  # constant time, whatever the dict did
+            if hmac.compare_digest(known, token):
+                return u
+        return None
+
+    async def handle_upgrade(self, scope: Scope, conn: Any) -> None:
+        """HTTP upgrades (``kubectl exec``, ``attach``, ``port-forward``)."""
+        from kybernetes.apiserver import nodeproxy
+
+        await nodeproxy.upgrade(self, scope, conn)
 
     # -- routing ---------------------------------------------------------------------------
 

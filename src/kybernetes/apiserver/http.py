@@ -178,6 +178,9 @@ class _Connection(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.last_active = time.monotonic()
         self.upgrading = False
+        self._early: list[bytes] = []
+        self.tunnel: Callable[[bytes | None], None] | None = None
+        """After an upgrade: receives the client's bytes (None when it has gone)."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -189,6 +192,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel(None)
         for cycle in [self.cycle, *self.queue]:
             if cycle is not None:
                 cycle.disconnected = True
@@ -198,6 +203,12 @@ class _Connection(asyncio.Protocol):
             self._drain.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel(data)
+            return
+        if self.upgrading:
+            self._early.append(data)
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -334,9 +345,17 @@ class _Connection(asyncio.Protocol):
         if handler is None or scope is None or self.transport is None:
             self._error(400, b"Upgrade not supported")
             return
-        transport = self.transport
         self.server.connections.discard(self)
-        self.loop.create_task(handler(scope, transport, self, rest))
+        self._early = [rest] if rest else []
+        self.server.tunnels.add(self)
+        task = self.loop.create_task(handler(scope, self))
+        task.add_done_callback(lambda _: self.server.tunnels.discard(self))
+
+    def take_early_bytes(self) -> bytes:
+        """Bytes the client sent after its upgrade request, before a tunnel was set."""
+        data = b"".join(self._early)
+        self._early = []
+        return data
 
 
 class HTTPServer:
@@ -344,12 +363,14 @@ class HTTPServer:
 
     def __init__(self, app: ASGIApp, *, ssl_context: ssl.SSLContext | None = None,
                  keep_alive_timeout: float = 120.0,
-                 upgrade_handler: Callable[..., Coroutine[Any, Any, None]] | None = None) -> None:
+                 upgrade_handler: Callable[[dict[str, Any], Any], Coroutine[Any, Any, None]]
+                 | None = None) -> None:
         self.app = app
         self.ssl_context = ssl_context
         self.keep_alive_timeout = keep_alive_timeout
         self.upgrade_handler = upgrade_handler
         self.connections: set[_Connection] = set()
+        self.tunnels: set[_Connection] = set()
         self.active = 0
         self.stopping = False
         self._server: asyncio.AbstractServer | None = None
@@ -386,7 +407,7 @@ class HTTPServer:
         deadline = time.monotonic() + grace
         while self.active and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a counter
             await asyncio.sleep(0.05)
-        for conn in list(self.connections):
+        for conn in [*self.connections, *self.tunnels]:
             if conn.transport is not None:
                 conn.transport.abort()
         if self._server is not None:

@@ -89,7 +89,8 @@ class ControlPlane:
         await bootstrap.run()
         ctx_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx_ssl.load_cert_chain(str(pki.server_cert), str(pki.server_key))
-        self._http = HTTPServer(api, ssl_context=ctx_ssl)
+        self._http = HTTPServer(api, ssl_context=ctx_ssl, upgrade_handler=api.handle_upgrade)
+        ctx.extra["agent_token"] = pki.admin_token  # until node agents get their own
         await self._http.start(self.host, self.port)
         certs.write_kubeconfig(self.kubeconfig_path,
                                certs.kubeconfig(self.url, pki.ca_pem, pki.admin_token))

@@ -289,25 +289,14 @@ async def finalize(server: APIServer, req: Request, res: Resource, name: str) ->
 
 async def node_stream(server: APIServer, req: Request, res: Resource, ns: str, name: str,
                       sub: str) -> int:
-    proxy = server.ctx.extra.get("node_proxy")
-    if proxy is not None:
-        return int(await proxy(server, req, res, ns, name, sub))
-    obj = await server.store(res).get(ns, name)
-    if res.kind == "Pod" and not (obj.get("spec") or {}).get("nodeName"):
-        raise StatusError.bad_request(f"pod {name} does not have a host assigned")
+    if res.kind == "Pod" and sub in ("log", "exec", "attach", "portforward"):
+        from kybernetes.apiserver import nodeproxy
+
+        return await nodeproxy.proxy_request(server, req, res, ns, name, sub)
+    await server.store(res).get(ns, name)
     raise StatusError(503, "ServiceUnavailable",
-                      f"{res.plural}/{sub} is served by the node agent, which is not running "
-                      "for this object's node")
-
-
-async def websocket(server: APIServer, scope: Any, receive: Any, send: Any) -> None:
-    handler = server.ctx.extra.get("websocket")
-    if handler is not None:
-        await handler(server, scope, receive, send)
-        return
-    msg = await receive()
-    if msg["type"] == "websocket.connect":
-        await send({"type": "websocket.close", "code": 1011})
+                      f"{res.plural}/{sub} is served by the node agent, which does not serve "
+                      "it yet")
 
 
 async def _send(req: Request, status: int, obj: Obj) -> int:
