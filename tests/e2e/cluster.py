@@ -38,6 +38,8 @@ class Cluster:
     proc: subprocess.Popen[bytes] | None = None
     cache_dir: Path = field(default_factory=Path)
     startup_seconds: float = 0.0
+    node_name: str = "kyb-test-node"
+    agent_port: int = field(default_factory=free_port)
 
     @property
     def kubeconfig(self) -> Path:
@@ -62,7 +64,8 @@ class Cluster:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kybernetes.cli.main", "server", "--data-dir",
              str(self.data_dir), "--port", str(self.port), "--bind-address", "127.0.0.1",
-             "--advertise-address", "127.0.0.1"],
+             "--advertise-address", "127.0.0.1", "--node-name", self.node_name,
+             "--agent-port", str(self.agent_port)],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         log.close()
         deadline = time.monotonic() + timeout

@@ -40,12 +40,21 @@ def main() -> None:
               "reach the API server (default: this host's first IPv4 address).")
 @click.option("--fsync/--no-fsync", default=False, show_default=True,
               help="fsync every commit (survives power loss, not only process crashes).")
+@click.option("--node-name", default="", help="Name of this machine's Node (default: hostname).")
+@click.option("--agent-port", type=int, default=10250, show_default=True,
+              help="Port of the node agent's API (logs, exec, port-forward).")
+@click.option("--fake-gpus", type=int, default=0, show_default=True,
+              help="Declare N fake nvidia.com/gpu devices (for testing).")
+@click.option("--register-with-taints", "taints", multiple=True,
+              help="Taints for this Node, key=value:Effect (repeatable, or comma separated).")
+@click.option("--disable-agent", is_flag=True, help="Run the control plane without a node.")
 @click.option("-v", "--verbose", count=True)
 def server(data_dir: Path, port: int, bind_address: str, advertise_address: str, fsync: bool,
-           verbose: int) -> None:
-    """Run the all-in-one control plane."""
+           node_name: str, agent_port: int, fake_gpus: int, taints: tuple[str, ...],
+           disable_agent: bool, verbose: int) -> None:
+    """Run the all-in-one control plane (and this machine's node agent)."""
     _setup_logging(verbose + 1)
-    from kybernetes.cli.serve import run_server
+    from kybernetes.cli.serve import AgentOptions, run_server
 
     runner: Callable[..., int]
     try:
@@ -54,9 +63,38 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
+    agent = None if disable_agent else AgentOptions(
+        node_name=node_name, port=agent_port, fake_gpus=fake_gpus, taints=list(taints))
     code = runner(run_server(data_dir=data_dir.resolve(), port=port, host=bind_address,
-                             advertise_address=advertise_address, fsync=fsync))
+                             advertise_address=advertise_address, fsync=fsync, agent=agent))
     sys.exit(code)
+
+
+@main.command()
+@click.option("--server", "server_url", required=True, help="The API server, https://HOST:PORT.")
+@click.option("--token", required=True, help="Bearer token to authenticate with.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CA bundle of the API server (default: do not verify it).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".kyb-agent"), show_default=True)
+@click.option("--node-name", default="", help="Name of this Node (default: hostname).")
+@click.option("--address", default="", help="Address the API server reaches this agent at.")
+@click.option("--port", type=int, default=10250, show_default=True)
+@click.option("--pod-cidr", default="10.42.1.0/24", show_default=True)
+@click.option("--fake-gpus", type=int, default=0, show_default=True)
+@click.option("--register-with-taints", "taints", multiple=True)
+@click.option("-v", "--verbose", count=True)
+def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, node_name: str,
+          address: str, port: int, pod_cidr: str, fake_gpus: int, taints: tuple[str, ...],
+          verbose: int) -> None:
+    """Join a remote kyb server as a node."""
+    _setup_logging(verbose + 1)
+    from kybernetes.cli.serve import AgentOptions, run_agent
+
+    opts = AgentOptions(node_name=node_name, port=port, fake_gpus=fake_gpus,
+                        taints=list(taints), address=address, pod_cidr=pod_cidr)
+    sys.exit(asyncio.run(run_agent(server_url=server_url, token=token, ca_file=ca_file,
+                                   data_dir=data_dir.resolve(), opts=opts)))
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -6,15 +6,74 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kybernetes.apiserver.server import ControlPlane
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class AgentOptions:
+    node_name: str = ""
+    port: int = 10250
+    fake_gpus: int = 0
+    taints: list[str] = field(default_factory=list)
+    address: str = ""
+    pod_cidr: str = "10.42.0.0/24"
+
+
+async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, address: str,
+                       control_plane: bool) -> Callable[[], Awaitable[None]]:
+    from kybernetes.kubelet.agent import NodeAgent
+    from kybernetes.kubelet.node import NodeConfig, default_node_name, parse_taints
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = NodeConfig(name=opts.node_name or default_node_name(), data_dir=data_dir,
+                     address=opts.address or address, port=opts.port, pod_cidr=opts.pod_cidr,
+                     fake_gpus=opts.fake_gpus, taints=parse_taints(opts.taints),
+                     control_plane=control_plane)
+    node_agent = NodeAgent(client, cfg)
+    await node_agent.start()
+    return node_agent.stop
+
+
+async def run_agent(*, server_url: str, token: str, ca_file: Path | None, data_dir: Path,
+                    opts: AgentOptions) -> int:
+    """``kyb agent``: this machine as a node of a remote control plane."""
+    from kybernetes.cli.main import install_stop_signals
+    from kybernetes.client import Client, Config
+
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = Config.for_server(server_url, token, ca_file.read_bytes() if ca_file else None)
+    cfg.insecure = ca_file is None
+    client = Client(cfg)
+    try:
+        stop_agent = await _start_agent(client, data_dir, opts, address=opts.address or
+                                        default_address(), control_plane=False)
+    except Exception as e:
+        log.error("cannot join %s: %s", server_url, e)
+        await client.aclose()
+        return 1
+    print(f"node agent joined {server_url}", flush=True)
+    await stop.wait()
+    await stop_agent()
+    await client.aclose()
+    return 0
+
+
+def default_address() -> str:
+    from kybernetes.apiserver.server import default_advertise_address
+
+    return default_advertise_address()
+
+
 async def run_server(*, data_dir: Path, port: int, host: str, advertise_address: str,
-                     fsync: bool) -> int:
+                     fsync: bool, agent: AgentOptions | None = None) -> int:
     from kybernetes.cli.main import install_stop_signals
 
     stop = asyncio.Event()
@@ -27,7 +86,7 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
         log.error("cannot start the API server: %s", e)
         await cp.stop()
         return 1
-    components = await start_components(cp)
+    components = await start_components(cp, agent)
     print(f"kybernetes is ready: export KUBECONFIG={cp.kubeconfig_path}", flush=True)
     await stop.wait()
     log.info("shutting down")
@@ -37,7 +96,8 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
     return 0
 
 
-async def start_components(cp: ControlPlane) -> list[Callable[[], Awaitable[None]]]:
+async def start_components(cp: ControlPlane, agent: AgentOptions | None = None
+                           ) -> list[Callable[[], Awaitable[None]]]:
     """Controllers and other components that talk to the API server; returns stoppers.
 
     Imported here, after the API server is ready, and on a thread so that the event
@@ -54,4 +114,9 @@ async def start_components(cp: ControlPlane) -> list[Callable[[], Awaitable[None
     namespaces = NamespaceController(client)
     await gc.start()
     await namespaces.start()
-    return [client.aclose, gc.stop, namespaces.stop]
+    stoppers: list[Callable[[], Awaitable[None]]] = [client.aclose, gc.stop, namespaces.stop]
+    if agent is not None:
+        await asyncio.to_thread(importlib.import_module, "kybernetes.kubelet.agent")
+        stoppers.append(await _start_agent(client, cp.data_dir / "agent", agent,
+                                           address=cp.advertise_address, control_plane=True))
+    return stoppers

@@ -1,0 +1,1 @@
+"""L4: the node agent (kubelet): registers its Node, heartbeats, and runs the pods bound to it."""

@@ -1,0 +1,119 @@
+"""The node agent: registers the Node, keeps its Lease and status fresh.
+
+    agent = NodeAgent(client, NodeConfig(name="gpu-1", data_dir=..., address=..., port=10250))
+    await agent.start()
+    ...
+    await agent.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
+from kybernetes.aio.tasks import cancel_and_wait, spawn
+from kybernetes.api.errors import StatusError
+from kybernetes.api.meta import rfc3339_micro
+from kybernetes.client import Client
+from kybernetes.kubelet.node import NodeConfig, node_object, node_status
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+LEASE_NAMESPACE = "kube-node-lease"
+LEASE_DURATION = 40
+LEASE_RENEW_INTERVAL = 10.0
+STATUS_INTERVAL = 60.0
+"""Node status is rewritten this often even when nothing changed (upstream: 5 min)."""
+
+
+class NodeAgent:
+    def __init__(self, client: Client, cfg: NodeConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.clock = clock
+        self.node: Obj | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- the Node ------------------------------------------------------------------------
+
+    async def register(self) -> Obj:
+        """Create the Node, or take over the one already there (an agent restart)."""
+        want = node_object(self.cfg, self.clock.now())
+        try:
+            node = await self.client.create("v1", "nodes", want)
+            log.info("registered node %s", self.cfg.name)
+        except StatusError as e:
+            if e.code != 409:
+                raise
+            node = await self.client.get("v1", "nodes", self.cfg.name)
+            # labels and taints we were started with win over stale ones
+            patch: Obj = {"metadata": {"labels": want["metadata"]["labels"]}}
+            if self.cfg.taints:
+                patch["spec"] = {"taints": self.cfg.taints}
+            node = await self.client.patch("v1", "nodes", self.cfg.name, patch,
+                                           patch_type="strategic")
+        self.node = node
+        await self.update_status()
+        return node
+
+    async def update_status(self) -> None:
+        assert self.node is not None
+        status = node_status(self.cfg, self.clock.now(), self.node.get("status"))
+        self.node = await self.client.patch("v1", "nodes", self.cfg.name, {"status": status},
+                                            patch_type="merge", subresource="status")
+
+    # -- the Lease -----------------------------------------------------------------------
+
+    async def renew_lease(self) -> None:
+        now = rfc3339_micro(self.clock.now())
+        try:
+            lease = await self.client.get("coordination.k8s.io/v1", "leases", self.cfg.name,
+                                          namespace=LEASE_NAMESPACE)
+        except StatusError as e:
+            if e.code != 404:
+                raise
+            assert self.node is not None
+            await self.client.create("coordination.k8s.io/v1", "leases", {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.cfg.name, "namespace": LEASE_NAMESPACE,
+                             "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
+                                                  "name": self.cfg.name,
+                                                  "uid": self.node["metadata"]["uid"]}]},
+                "spec": {"holderIdentity": self.cfg.name,
+                         "leaseDurationSeconds": LEASE_DURATION, "renewTime": now}})
+            return
+        lease["spec"]["renewTime"] = now
+        lease["spec"]["holderIdentity"] = self.cfg.name
+        await self.client.update("coordination.k8s.io/v1", "leases", lease,
+                                 namespace=LEASE_NAMESPACE)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                await self.renew_lease()
+            except Exception as e:
+                log.warning("node lease renewal failed: %s", e)
+            await self.clock.sleep(LEASE_RENEW_INTERVAL)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self.clock.sleep(STATUS_INTERVAL)
+            try:
+                await self.update_status()
+            except Exception as e:
+                log.warning("node status update failed: %s", e)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.register()
+        await self.renew_lease()
+        self._tasks = [spawn(self._lease_loop(), name=f"node-lease:{self.cfg.name}"),
+                       spawn(self._status_loop(), name=f"node-status:{self.cfg.name}")]
+
+    async def stop(self) -> None:
+        await cancel_and_wait(*self._tasks)
+        self._tasks = []
