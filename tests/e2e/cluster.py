@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -40,6 +41,8 @@ class Cluster:
     startup_seconds: float = 0.0
     node_name: str = "kyb-test-node"
     agent_port: int = field(default_factory=free_port)
+    pod_cidr: str = field(default_factory=lambda: f"10.42.{random.randint(100, 250)}.0/24")
+    """Each test server's own range: several may run side by side on the one bridge."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -65,7 +68,7 @@ class Cluster:
             [sys.executable, "-m", "kybernetes.cli.main", "server", "--data-dir",
              str(self.data_dir), "--port", str(self.port), "--bind-address", "127.0.0.1",
              "--advertise-address", "127.0.0.1", "--node-name", self.node_name,
-             "--agent-port", str(self.agent_port)],
+             "--agent-port", str(self.agent_port), "--pod-cidr", self.pod_cidr],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         log.close()
         deadline = time.monotonic() + timeout
@@ -83,6 +86,12 @@ class Cluster:
             time.sleep(0.05)
         raise RuntimeError(f"kyb server not ready in {timeout}s:\n"
                            f"{self.log_path.read_text()[-3000:]}")
+
+    def killall(self) -> None:
+        """Stop the pods the server's node agent left running (tests clean up after
+        themselves: a stopped agent leaves its pods running by design)."""
+        subprocess.run([sys.executable, "-m", "kybernetes.cli.main", "killall", "--data-dir",
+                        str(self.data_dir)], capture_output=True, check=False, cwd=REPO)
 
     def stop(self, *, kill: bool = False) -> int:
         if self.proc is None:

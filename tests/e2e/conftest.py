@@ -38,6 +38,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c.start()
     yield c
     code = c.stop()
+    c.killall()
     assert code == 0, f"kyb server did not exit cleanly on SIGTERM ({code})"
 
 
@@ -48,6 +49,7 @@ def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
     c.start()
     yield c
     c.stop()
+    c.killall()
 
 
 @pytest.fixture

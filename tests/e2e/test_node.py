@@ -34,7 +34,7 @@ def test_node_registered_ready_with_lease(cluster: Cluster) -> None:
     assert int(status["capacity"]["cpu"]) >= 1
     assert status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == cluster.agent_port
     assert {"type": "InternalIP", "address": "127.0.0.1"} in status["addresses"]
-    assert node["spec"]["podCIDR"] == "10.42.0.0/24"
+    assert node["spec"]["podCIDR"] == cluster.pod_cidr
     table = cluster.kubectl("get", "node", cluster.node_name).stdout.splitlines()
     assert table[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
     assert table[1].split()[:3] == [cluster.node_name, "Ready", "control-plane"]

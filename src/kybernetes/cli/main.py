@@ -47,11 +47,13 @@ def main() -> None:
               help="Declare N fake nvidia.com/gpu devices (for testing).")
 @click.option("--register-with-taints", "taints", multiple=True,
               help="Taints for this Node, key=value:Effect (repeatable, or comma separated).")
+@click.option("--pod-cidr", default="10.42.0.0/24", show_default=True,
+              help="Addresses of this node's pods (a /24 of 10.42.0.0/16).")
 @click.option("--disable-agent", is_flag=True, help="Run the control plane without a node.")
 @click.option("-v", "--verbose", count=True)
 def server(data_dir: Path, port: int, bind_address: str, advertise_address: str, fsync: bool,
            node_name: str, agent_port: int, fake_gpus: int, taints: tuple[str, ...],
-           disable_agent: bool, verbose: int) -> None:
+           pod_cidr: str, disable_agent: bool, verbose: int) -> None:
     """Run the all-in-one control plane (and this machine's node agent)."""
     _setup_logging(verbose + 1)
     from kybernetes.cli.serve import AgentOptions, run_server
@@ -64,7 +66,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     agent = None if disable_agent else AgentOptions(
-        node_name=node_name, port=agent_port, fake_gpus=fake_gpus, taints=list(taints))
+        node_name=node_name, port=agent_port, fake_gpus=fake_gpus, taints=list(taints),
+        pod_cidr=pod_cidr)
     code = runner(run_server(data_dir=data_dir.resolve(), port=port, host=bind_address,
                              advertise_address=advertise_address, fsync=fsync, agent=agent))
     sys.exit(code)
@@ -97,10 +100,32 @@ def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, nod
                                    data_dir=data_dir.resolve(), opts=opts)))
 
 
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".kyb"), show_default=True,
+              help="The data dir of the kyb server (or agent) whose pods to stop.")
+def killall(data_dir: Path) -> None:
+    """Stop every pod this machine's node agent runs and free what they hold."""
+    from kybernetes.kubelet.cleanup import kill_all
+
+    agent_dir = data_dir / "agent" if (data_dir / "agent").is_dir() else data_dir
+    uids = kill_all(agent_dir.resolve())
+    click.echo(f"stopped {len(uids)} pod(s)")
+
+
 def install_stop_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: write every asyncio task and where it waits to stderr (for debugging)."""
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}", file=sys.stderr)
+        task.print_stack(limit=8, file=sys.stderr)
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,7 +34,9 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
     cfg = NodeConfig(name=opts.node_name or default_node_name(), data_dir=data_dir,
                      address=opts.address or address, port=opts.port, pod_cidr=opts.pod_cidr,
                      fake_gpus=opts.fake_gpus, taints=parse_taints(opts.taints),
-                     control_plane=control_plane)
+                     control_plane=control_plane,
+                     bind_address="127.0.0.1" if (opts.address or address).startswith("127.")
+                     else "0.0.0.0")
     node_agent = NodeAgent(client, cfg)
     await node_agent.start()
     return node_agent.stop

@@ -18,6 +18,8 @@ from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339_micro
 from kybernetes.client import Client
 from kybernetes.kubelet.node import NodeConfig, node_object, node_status
+from kybernetes.kubelet.pods import PodManager
+from kybernetes.kubelet.server import AgentAPI
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -30,11 +32,15 @@ STATUS_INTERVAL = 60.0
 
 
 class NodeAgent:
-    def __init__(self, client: Client, cfg: NodeConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, client: Client, cfg: NodeConfig, *, clock: Clock = SYSTEM_CLOCK,
+                 run_pods: bool = True) -> None:
         self.client = client
         self.cfg = cfg
         self.clock = clock
+        self.run_pods = run_pods
         self.node: Obj | None = None
+        self.pods: PodManager | None = None
+        self.api: AgentAPI | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- the Node ------------------------------------------------------------------------
@@ -113,7 +119,22 @@ class NodeAgent:
         await self.renew_lease()
         self._tasks = [spawn(self._lease_loop(), name=f"node-lease:{self.cfg.name}"),
                        spawn(self._status_loop(), name=f"node-status:{self.cfg.name}")]
+        if self.run_pods:
+            assert self.node is not None
+            self.pods = PodManager(
+                self.client, node_name=self.cfg.name, node_address=self.cfg.address,
+                data_dir=self.cfg.data_dir, pod_cidr=self.cfg.pod_cidr,
+                node_allocatable=(self.node.get("status") or {}).get("allocatable") or {})
+            self.api = AgentAPI(self.pods, token=self.client.config.token or "")
+            await self.api.start(self.cfg.bind_address, self.cfg.port,
+                                 self.cfg.data_dir / "pki")
+            await self.pods.start()
 
     async def stop(self) -> None:
+        """Stop the agent; the pods it runs keep running and are adopted on restart."""
         await cancel_and_wait(*self._tasks)
         self._tasks = []
+        if self.pods is not None:
+            await self.pods.stop()
+        if self.api is not None:
+            await self.api.stop()

@@ -36,6 +36,8 @@ class NodeConfig:
     taints: list[Obj] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     control_plane: bool = False
+    bind_address: str = "0.0.0.0"
+    """Where the agent's API listens."""
 
 
 def parse_taints(specs: list[str]) -> list[Obj]:

@@ -1,0 +1,776 @@
+"""Running the pods bound to this node: one worker per pod, level-triggered.
+
+A worker wakes on every change of its pod and on its own timers (probes, back-off,
+a periodic resync), compares what runs with what the pod asks for, takes one step
+towards it, and writes the pod's status. All state lives in the pod's directory, the
+network namespace and the cgroups, so a restarted agent adopts running pods as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kybernetes.aio.tasks import cancel_and_wait, spawn
+from kybernetes.api.errors import StatusError
+from kybernetes.api.meta import rfc3339
+from kybernetes.client import Client, Informer
+from kybernetes.kubelet import env as envmod
+from kybernetes.kubelet import images as imagesmod
+from kybernetes.kubelet.cgroups import Cgroups
+from kybernetes.kubelet.network import NetworkError, PodNetwork
+from kybernetes.kubelet.probes import ProbeState, run_probe
+from kybernetes.kubelet.runtime import ContainerRuntime, Run
+from kybernetes.kubelet.shim import ShimError, Spec
+from kybernetes.kubelet.volumes import VolumeError, Volumes
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+RESYNC = 10.0
+BACKOFF_START = 10.0
+BACKOFF_MAX = 300.0
+BACKOFF_RESET = 600.0
+"""A container that ran this long without failing starts its back-off afresh."""
+OBJECT_CACHE_TTL = 5.0
+
+
+@dataclass
+class ContainerState:
+    """What the worker knows of one container beyond its run files."""
+
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+    probe_run: int = -1
+    """Run number the probes belong to (a restart starts them afresh)."""
+    ready: bool = False
+    started: bool = False
+    next_start: float = 0.0
+    waiting: tuple[str, str] | None = None
+    """(reason, message) while the container cannot be started."""
+    env: list[str] = field(default_factory=list)
+    killed_for: str = ""
+
+
+class PodWorker:
+    def __init__(self, mgr: PodManager, uid: str, pod: Obj) -> None:
+        self.mgr = mgr
+        self.uid = uid
+        self.pod = pod
+        self.wake = asyncio.Event()
+        self.containers: dict[str, ContainerState] = {}
+        self.pod_ip = ""
+        self.volumes = Volumes(mgr.runtime.pod_dir(uid), mgr.get_object,
+                               node_allocatable=mgr.node_allocatable)
+        self.last_status: Obj | None = None
+        self.gone = False
+        self.task: asyncio.Task[None] | None = None
+        self.events_sent: set[tuple[str, str]] = set()
+        self.start_time = ""
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return str(self.pod["metadata"].get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.pod["metadata"].get("namespace", ""))
+
+    @property
+    def spec(self) -> Obj:
+        return self.pod.get("spec") or {}
+
+    def state(self, name: str) -> ContainerState:
+        st = self.containers.get(name)
+        if st is None:
+            st = self.containers[name] = ContainerState()
+        return st
+
+    async def event(self, reason: str, message: str, *, typ: str = "Normal",
+                    field_path: str = "", once: bool = False) -> None:
+        key = (reason, message)
+        if once and key in self.events_sent:
+            return
+        self.events_sent.add(key)
+        await self.mgr.event(self.pod, reason, message, typ=typ, field_path=field_path)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self.gone:
+            self.wake.clear()
+            try:
+                delay = await self.sync()
+            except Exception:
+                log.exception("syncing pod %s/%s failed", self.namespace, self.name)
+                delay = 2.0
+            if self.gone:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(0.05, delay))
+
+    async def sync(self) -> float:
+        """One step towards the pod's spec; returns how long until the next check."""
+        pod = self.pod
+        if pod["metadata"].get("deletionTimestamp"):
+            await self.terminate(float(pod["metadata"].get("deletionGracePeriodSeconds") or 0))
+            await self.finish_deletion()
+            return RESYNC
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed") and self.all_stopped():
+            await self.release_sandbox()
+            return RESYNC
+        now = time.monotonic()
+        next_check = RESYNC
+        if not await self.ensure_sandbox():
+            await self.write_status()
+            return 2.0
+        # init containers, in order; each must succeed before the next
+        init_done = True
+        for c in self.spec.get("initContainers") or []:
+            run = self.mgr.runtime.current(self.uid, c["name"])
+            ended = run.exit() if run else None
+            if ended is not None and ended[0] == 0:
+                continue
+            init_done = False
+            if run is not None and run.running():
+                break
+            if ended is not None and self.spec.get("restartPolicy") == "Never":
+                break  # the pod has failed
+            delay = await self.maybe_start(c, run, init=True, now=now)
+            next_check = min(next_check, delay)
+            break
+        if init_done:
+            for c in self.spec.get("containers") or []:
+                run = self.mgr.runtime.current(self.uid, c["name"])
+                st = self.state(c["name"])
+                if run is not None and run.running():
+                    next_check = min(next_check, await self.check_probes(c, run, now))
+                    continue
+                delay = await self.maybe_start(c, run, init=False, now=now)
+                next_check = min(next_check, delay)
+                st.ready = False
+        await self.write_status()
+        if self.terminal_phase() in ("Succeeded", "Failed"):
+            await self.release_sandbox()
+        return next_check
+
+    # -- sandbox --------------------------------------------------------------------------
+
+    async def ensure_sandbox(self) -> bool:
+        if not self.start_time:
+            self.start_time = (self.pod.get("status") or {}).get("startTime") or \
+                rfc3339(time.time())
+        if self.spec.get("hostNetwork"):
+            self.pod_ip = self.mgr.node_address
+        elif not self.pod_ip:
+            try:
+                self.pod_ip = await self.mgr.network.setup(self.uid)
+            except NetworkError as e:
+                await self.event("FailedCreatePodSandBox",
+                                 f"Failed to create pod sandbox: {e}", typ="Warning", once=True)
+                return False
+        self.write_etc()
+        try:
+            await self.volumes.setup(self.pod)
+        except VolumeError as e:
+            await self.event("FailedMount", f"MountVolume.SetUp failed: {e}", typ="Warning",
+                             once=True)
+            return False
+        return True
+
+    def write_etc(self) -> None:
+        etc = self.mgr.runtime.pod_dir(self.uid) / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        hostname = self.spec.get("hostname") or self.name
+        sub = self.spec.get("subdomain")
+        fqdn = f"{hostname}.{sub}.{self.namespace}.svc.cluster.local" if sub else ""
+        if self.spec.get("hostNetwork"):
+            hostname = os.uname().nodename
+        lines = ["# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost",
+                 "::1\tlocalhost ip6-localhost ip6-loopback"]
+        if self.pod_ip and not self.spec.get("hostNetwork"):
+            lines.append(f"{self.pod_ip}\t{fqdn + chr(9) if fqdn else ''}{hostname}")
+        for alias in self.spec.get("hostAliases") or []:
+            lines.append(f"{alias.get('ip')}\t{' '.join(alias.get('hostnames') or [])}")
+        _write_if_changed(etc / "hosts", "\n".join(lines) + "\n")
+        _write_if_changed(etc / "hostname", hostname + "\n")
+        _write_if_changed(etc / "resolv.conf", self.mgr.resolv_conf(self.pod))
+
+    async def release_sandbox(self) -> None:
+        """A finished pod keeps its logs and status but not its network or cgroups."""
+        if self.pod_ip and not self.spec.get("hostNetwork"):
+            await self.mgr.network.teardown(self.uid)
+            self.pod_ip = ""
+        self.mgr.cgroups.remove(self.uid)
+
+    # -- containers -----------------------------------------------------------------------
+
+    def restart_allowed(self, run: Run | None, *, init: bool) -> bool:
+        if run is None:
+            return True
+        ended = run.exit()
+        policy = self.spec.get("restartPolicy", "Always")
+        if ended is None:
+            return True  # lost: start again
+        if init:
+            return ended[0] != 0 and policy != "Never"
+        if policy == "Always":
+            return True
+        if policy == "OnFailure":
+            return ended[0] != 0
+        return False
+
+    async def maybe_start(self, c: Obj, run: Run | None, *, init: bool, now: float) -> float:
+        st = self.state(c["name"])
+        if not self.restart_allowed(run, init=init):
+            return RESYNC
+        if run is not None and run.exit() is not None:
+            # back-off before a restart: 10 s doubling to 5 min, reset after 10 min running
+            ended = run.exit()
+            assert ended is not None
+            ran = _epoch(ended[2]) - run.started_at()
+            delay = 0.0 if ran >= BACKOFF_RESET else \
+                min(BACKOFF_MAX, BACKOFF_START * 2 ** run.number)
+            if st.next_start == 0.0:
+                st.next_start = now + delay
+                if delay:
+                    st.waiting = ("CrashLoopBackOff",
+                                  f"back-off {_duration(delay)} restarting failed container="
+                                  f"{c['name']} pod={self.name}_{self.namespace}({self.uid})")
+                    await self.event("BackOff", f"Back-off restarting failed container "
+                                     f"{c['name']} in pod {self.name}_{self.namespace}"
+                                     f"({self.uid})", typ="Warning",
+                                     field_path=self.field_path(c))
+            if now < st.next_start:
+                return st.next_start - now
+        st.next_start = 0.0
+        await self.start_container(c, init=init)
+        return 0.05
+
+    def field_path(self, c: Obj) -> str:
+        kind = "initContainers" if any(i.get("name") == c.get("name")
+                                       for i in self.spec.get("initContainers") or []) \
+            else "containers"
+        return f"spec.{kind}{{{c.get('name')}}}"
+
+    async def start_container(self, c: Obj, *, init: bool) -> None:
+        st = self.state(c["name"])
+        fp = self.field_path(c)
+        try:
+            image = self.mgr.images.resolve(c.get("image", ""))
+        except imagesmod.ImageError as e:
+            first = st.waiting is None or st.waiting[0] != "ErrImagePull"
+            st.waiting = ("ErrImagePull" if first else "ImagePullBackOff", str(e))
+            await self.event("Failed", f"Failed to pull image \"{c.get('image')}\": {e}",
+                             typ="Warning", field_path=fp, once=True)
+            return
+        await self.event("Pulled", f"Container image \"{c.get('image')}\" already present on "
+                         "machine", field_path=fp, once=True)
+        try:
+            env = await envmod.container_env(
+                self.pod, c, self.mgr.get_object, service_env=self.mgr.service_env(self.pod),
+                node_allocatable=self.mgr.node_allocatable)
+        except envmod.ConfigError as e:
+            st.waiting = ("CreateContainerConfigError", str(e))
+            await self.event("Failed", f"Error: {e}", typ="Warning", field_path=fp, once=True)
+            return
+        env.setdefault("PATH", image.path)
+        env.setdefault("HOSTNAME", self.spec.get("hostname") or self.name)
+        for item in image.env:
+            k, _, v = item.partition("=")
+            env.setdefault(k, v)
+        command = [envmod.expand(a, env) for a in (c.get("command") or list(image.command))]
+        args = [envmod.expand(a, env) for a in c.get("args") or []]
+        argv = command + args
+        if not argv:
+            st.waiting = ("CreateContainerError", "no command specified")
+            await self.event("Failed", "Error: no command specified", typ="Warning",
+                             field_path=fp, once=True)
+            return
+        spec = Spec(args=argv, env=[f"{k}={v}" for k, v in env.items()])
+        spec.hostname = (self.spec.get("hostname") or self.name)[:63]
+        if not self.spec.get("hostNetwork"):
+            spec.netns = str(self.mgr.network_ns(self.uid))
+        else:
+            spec.hostname = os.uname().nodename
+        for d in imagesmod.SYSTEM_DIRS:
+            if Path(d).is_symlink():
+                spec.links.append((os.readlink(d), d))
+            elif Path(d).exists():
+                spec.binds.append((d, d, True))
+        for d in image.binds:
+            spec.binds.append((d, d, True))
+        etc = self.mgr.runtime.pod_dir(self.uid) / "etc"
+        for f in ("hosts", "hostname", "resolv.conf"):
+            spec.binds.append((str(etc / f), f"/etc/{f}", False))
+        vol_paths = {v["name"]: self.volumes.path(v["name"])
+                     for v in self.spec.get("volumes") or []}
+        for vol in self.spec.get("volumes") or []:
+            if "hostPath" in vol:
+                vol_paths[vol["name"]] = Path((vol["hostPath"] or {}).get("path", "/"))
+        for m in c.get("volumeMounts") or []:
+            src = vol_paths.get(m.get("name", ""))
+            if src is None:
+                continue
+            if m.get("subPath"):
+                src = src / envmod.expand(m["subPath"], env)
+                if not src.exists():
+                    src.mkdir(parents=True, exist_ok=True)
+            spec.binds.append((str(src), m.get("mountPath", "/"), bool(m.get("readOnly"))))
+        spec.tmpfs.append(("/tmp", "0"))
+        spec.workdir = c.get("workingDir") or image.workdir
+        sc = {**(self.spec.get("securityContext") or {}), **(c.get("securityContext") or {})}
+        if sc.get("runAsUser") is not None:
+            spec.uid = int(sc["runAsUser"])
+            spec.gid = int(sc.get("runAsGroup", sc["runAsUser"]))
+        elif sc.get("runAsGroup") is not None:
+            spec.gid = int(sc["runAsGroup"])
+        if sc.get("runAsNonRoot") and not spec.uid:
+            st.waiting = ("CreateContainerConfigError",
+                          "container has runAsNonRoot and image will run as root")
+            return
+        groups = list((self.spec.get("securityContext") or {}).get("supplementalGroups") or [])
+        fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
+        if fs_group is not None:
+            groups.append(int(fs_group))
+        spec.groups = [int(g) for g in groups]
+        spec.cgroups = self.mgr.cgroups.create(self.uid, c["name"],
+                                               c.get("resources") or {})
+        try:
+            run = await self.mgr.runtime.start(self.uid, c["name"], spec)
+        except (ShimError, OSError) as e:
+            st.waiting = ("RunContainerError", str(e))
+            await self.event("Failed", f"Error: {e}", typ="Warning", field_path=fp)
+            return
+        st.waiting = None
+        st.env = spec.env
+        st.ready = False
+        st.started = False
+        st.probes = {}
+        st.probe_run = run.number
+        await self.event("Created", f"Created container: {c['name']}", field_path=fp)
+        await self.event("Started", f"Started container {c['name']}", field_path=fp)
+
+    async def check_probes(self, c: Obj, run: Run, now: float) -> float:
+        st = self.state(c["name"])
+        if st.probe_run != run.number:
+            st.probes = {}
+            st.probe_run = run.number
+        nxt = RESYNC
+        kinds = ("startupProbe", "livenessProbe", "readinessProbe")
+        for kind in kinds:
+            if kind not in c:
+                continue
+            ps = st.probes.get(kind)
+            if ps is None:
+                ps = st.probes[kind] = ProbeState(c[kind])
+                ps.schedule(now, first=True)
+            startup = st.probes.get("startupProbe")
+            if kind != "startupProbe" and startup is not None and startup.result is not True:
+                continue  # other probes wait for the startup probe
+            if ps.due(now):
+                pids = run.pids()
+                ok, msg = await run_probe(c[kind], c, pod_ip=self.pod_ip,
+                                          container_pid=pids[1] if pids else None,
+                                          env=st.env)
+                ps.schedule(time.monotonic())
+                decision = ps.record(ok, msg)
+                label = {"startupProbe": "Startup", "livenessProbe": "Liveness",
+                         "readinessProbe": "Readiness"}[kind]
+                if not ok:
+                    await self.event("Unhealthy", f"{label} probe failed: {msg}",
+                                     typ="Warning", field_path=self.field_path(c))
+                if decision is False and kind in ("livenessProbe", "startupProbe"):
+                    await self.event("Killing", f"Container {c['name']} failed "
+                                     f"{label.lower()} probe, will be restarted",
+                                     field_path=self.field_path(c))
+                    await self.mgr.runtime.stop(run, grace=float(
+                        self.spec.get("terminationGracePeriodSeconds", 30) or 0))
+                    return 0.05
+            nxt = min(nxt, max(0.05, ps.next_at - time.monotonic()))
+        startup = st.probes.get("startupProbe")
+        st.started = startup is None or startup.result is True
+        readiness = st.probes.get("readinessProbe")
+        st.ready = st.started and (readiness.result is True if readiness is not None else True)
+        return nxt
+
+    def all_stopped(self) -> bool:
+        for c in [*(self.spec.get("initContainers") or []), *(self.spec.get("containers") or [])]:
+            run = self.mgr.runtime.current(self.uid, c["name"])
+            if run is not None and run.running():
+                return False
+        return True
+
+    async def terminate(self, grace: float) -> None:
+        """Stop every container: SIGTERM, ``grace`` seconds, SIGKILL (whole tree)."""
+        runs = []
+        for c in [*(self.spec.get("containers") or []), *(self.spec.get("initContainers") or [])]:
+            run = self.mgr.runtime.current(self.uid, c["name"])
+            if run is not None and run.running():
+                runs.append((c, run))
+        for c, _ in runs:
+            await self.event("Killing", f"Stopping container {c['name']}",
+                             field_path=self.field_path(c))
+        await asyncio.gather(*(self.mgr.runtime.stop(r, grace=grace) for _, r in runs))
+
+    async def finish_deletion(self) -> None:
+        """Everything is stopped: release the node's resources and let the pod go."""
+        await self.cleanup()
+        try:
+            await self.mgr.client.delete("v1", "pods", self.name, namespace=self.namespace,
+                                         grace_period_seconds=0,
+                                         preconditions={"uid": self.uid})
+        except StatusError as e:
+            if e.code not in (404, 409):
+                raise
+        self.gone = True
+
+    async def cleanup(self) -> None:
+        await self.terminate(0)
+        self.volumes.teardown()
+        if not self.spec.get("hostNetwork"):
+            await self.mgr.network.teardown(self.uid)
+        self.mgr.cgroups.remove(self.uid)
+        self.mgr.runtime.remove_pod(self.uid)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def container_status(self, c: Obj, *, init: bool) -> Obj:
+        st = self.state(c["name"])
+        runs = self.mgr.runtime.runs(self.uid, c["name"])
+        cur = runs[-1] if runs else None
+        out: Obj = {"name": c["name"], "image": c.get("image", ""), "imageID": "",
+                    "ready": False, "restartCount": cur.number if cur else 0,
+                    "started": False}
+        if cur is None:
+            reason, msg = st.waiting or ("PodInitializing" if init else "ContainerCreating", "")
+            out["state"] = {"waiting": {"reason": reason, **({"message": msg} if msg else {})}}
+            return out
+        out["containerID"] = f"kyb://{self.uid}/{c['name']}/{cur.number}"
+        out["imageID"] = f"kyb://{c.get('image', '')}"
+        started = rfc3339(cur.started_at())
+        ended = cur.exit()
+        previous = runs[-2] if len(runs) > 1 else None
+        if cur.running():
+            out["state"] = {"running": {"startedAt": started}}
+            out["ready"] = st.ready and not init
+            out["started"] = st.started if not init else True
+            last = previous
+        else:
+            if ended is not None:
+                term = self.terminated(c, ended, started)
+            else:
+                term = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                        "message": "The container could not be located when the pod was "
+                                   "terminated", "startedAt": started, "finishedAt": started}
+            if self.restart_allowed(cur, init=init) and not self.pod["metadata"].get(
+                    "deletionTimestamp"):
+                reason, msg = st.waiting or ("ContainerCreating", "")
+                out["state"] = {"waiting": {"reason": reason,
+                                            **({"message": msg} if msg else {})}}
+                out["lastState"] = {"terminated": term}
+                return out
+            out["state"] = {"terminated": term}
+            last = previous
+        if last is not None:
+            le = last.exit()
+            if le is not None:
+                out["lastState"] = {"terminated": self.terminated(
+                    c, le, rfc3339(last.started_at()))}
+        return out
+
+    def terminated(self, c: Obj, ended: tuple[int, int, str], started: str) -> Obj:
+        code, sig, finished = ended
+        oom = code == 137 and self.mgr.cgroups.oom_killed(self.uid, c["name"])
+        reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+        out: Obj = {"exitCode": code, "reason": reason, "startedAt": started,
+                    "finishedAt": finished}
+        if sig:
+            out["signal"] = sig
+        return out
+
+    def terminal_phase(self) -> str:
+        containers = self.spec.get("containers") or []
+        policy = self.spec.get("restartPolicy", "Always")
+        inits = self.spec.get("initContainers") or []
+        for c in inits:
+            run = self.mgr.runtime.current(self.uid, c["name"])
+            ended = run.exit() if run else None
+            if ended is None or ended[0] == 0:
+                continue
+            if policy == "Never":
+                return "Failed"
+        results = []
+        for c in containers:
+            run = self.mgr.runtime.current(self.uid, c["name"])
+            ended = run.exit() if run else None
+            if run is None or ended is None:
+                return ""
+            results.append(ended[0])
+        if policy == "Always":
+            return ""
+        if all(code == 0 for code in results):
+            return "Succeeded"
+        if policy == "Never":
+            return "Failed"
+        return ""
+
+    def compute_status(self) -> Obj:
+        old = self.pod.get("status") or {}
+        now = rfc3339(time.time())
+        inits = [self.container_status(c, init=True)
+                 for c in self.spec.get("initContainers") or []]
+        mains = [self.container_status(c, init=False) for c in self.spec.get("containers") or []]
+        initialized = all(s["state"].get("terminated", {}).get("exitCode") == 0 for s in inits)
+        terminal = self.terminal_phase()
+        if terminal:
+            phase = terminal
+        elif any("running" in s["state"] or "terminated" in s["state"] or s.get("lastState")
+                 for s in mains):
+            phase = "Running"  # started at least once (crash-looping pods are Running too)
+        else:
+            phase = "Pending"
+        ready = initialized and all(s["ready"] for s in mains) and bool(mains) and \
+            phase == "Running"
+        sandbox_ready = bool(self.pod_ip) or bool(self.spec.get("hostNetwork"))
+        old_conds = {c.get("type"): c for c in old.get("conditions") or []}
+
+        def cond(typ: str, ok: bool, reason: str = "") -> Obj:
+            status = "True" if ok else "False"
+            prev = old_conds.get(typ) or {}
+            out: Obj = {"type": typ, "status": status, "lastProbeTime": None,
+                        "lastTransitionTime": prev.get("lastTransitionTime")
+                        if prev.get("status") == status else now}
+            if reason and not ok:
+                out["reason"] = reason
+            return out
+
+        conds = [
+            cond("PodReadyToStartContainers", sandbox_ready),
+            cond("Initialized", initialized, "ContainersNotInitialized"),
+            cond("Ready", ready, "PodCompleted" if terminal else "ContainersNotReady"),
+            cond("ContainersReady", ready, "PodCompleted" if terminal else "ContainersNotReady"),
+        ]
+        scheduled = old_conds.get("PodScheduled") or {"type": "PodScheduled", "status": "True",
+                                                      "lastProbeTime": None,
+                                                      "lastTransitionTime": now}
+        conds.append(scheduled)
+        status: Obj = {
+            "phase": phase,
+            "conditions": conds,
+            "hostIP": self.mgr.node_address,
+            "hostIPs": [{"ip": self.mgr.node_address}],
+            "startTime": self.start_time or now,
+            "containerStatuses": mains,
+            "qosClass": old.get("qosClass", "BestEffort"),
+        }
+        if inits:
+            status["initContainerStatuses"] = inits
+        if self.pod_ip:
+            status["podIP"] = self.pod_ip
+            status["podIPs"] = [{"ip": self.pod_ip}]
+        return status
+
+    async def write_status(self) -> None:
+        status = self.compute_status()
+        if status == self.last_status:
+            return
+        try:
+            out = await self.mgr.client.patch(
+                "v1", "pods", self.name, {"status": status}, patch_type="merge",
+                namespace=self.namespace, subresource="status")
+            self.last_status = status
+            self.pod = out
+        except StatusError as e:
+            if e.code == 404:
+                return
+            log.warning("status of pod %s/%s: %s", self.namespace, self.name, e.message)
+
+
+class PodManager:
+    """Every pod bound to this node, each with its worker."""
+
+    def __init__(self, client: Client, *, node_name: str, node_address: str, data_dir: Path,
+                 pod_cidr: str, node_allocatable: dict[str, str] | None = None) -> None:
+        self.client = client
+        self.node_name = node_name
+        self.node_address = node_address
+        self.data_dir = data_dir
+        self.runtime = ContainerRuntime(data_dir)
+        self.network = PodNetwork(data_dir, pod_cidr)
+        self.cgroups = Cgroups()
+        self.images = imagesmod.Catalog(data_dir)
+        self.node_allocatable = node_allocatable or {}
+        self.workers: dict[str, PodWorker] = {}
+        self.pods = Informer(client, "v1", "pods", field_selector=f"spec.nodeName={node_name}")
+        self.services = Informer(client, "v1", "services")
+        self._cache: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def network_ns(self, uid: str) -> Path:
+        from kybernetes.kubelet.network import netns_path
+
+        return netns_path(uid)
+
+    async def get_object(self, plural: str, ns: str, name: str) -> Obj | None:
+        key = (plural, ns, name)
+        hit = self._cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < OBJECT_CACHE_TTL:
+            return copy.deepcopy(hit[1]) if hit[1] is not None else None
+        try:
+            obj: Obj | None = await self.client.get("v1", plural, name, namespace=ns)
+        except StatusError as e:
+            if e.code != 404:
+                raise
+            obj = None
+        self._cache[key] = (time.monotonic(), obj)
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def service_env(self, pod: Obj) -> dict[str, str]:
+        ns = pod["metadata"].get("namespace", "")
+        svcs = [s for s in self.services.list() if s["metadata"].get("namespace") == ns]
+        out = envmod.service_env(svcs)
+        master = self.services.get("default/kubernetes")
+        if master is not None:
+            spec = master.get("spec") or {}
+            port = (spec.get("ports") or [{}])[0].get("port", 443)
+            out.update({"KUBERNETES_SERVICE_HOST": spec.get("clusterIP", ""),
+                        "KUBERNETES_SERVICE_PORT": str(port),
+                        "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+                        "KUBERNETES_PORT": f"tcp://{spec.get('clusterIP')}:{port}"})
+        return out
+
+    def resolv_conf(self, pod: Obj) -> str:
+        ns = pod["metadata"].get("namespace", "default")
+        host = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+        nameservers = [line for line in host.splitlines() if line.startswith("nameserver")]
+        policy = (pod.get("spec") or {}).get("dnsPolicy", "ClusterFirst")
+        search = [] if policy == "Default" else \
+            [f"{ns}.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+        lines = nameservers or ["nameserver 127.0.0.1"]
+        if search:
+            lines.append("search " + " ".join(search))
+        lines.append("options ndots:5")
+        return "\n".join(lines) + "\n"
+
+    async def event(self, pod: Obj, reason: str, message: str, *, typ: str = "Normal",
+                    field_path: str = "") -> None:
+        md = pod["metadata"]
+        now = rfc3339(time.time())
+        involved: Obj = {"apiVersion": "v1", "kind": "Pod", "name": md.get("name"),
+                         "namespace": md.get("namespace"), "uid": md.get("uid"),
+                         "resourceVersion": md.get("resourceVersion", "")}
+        if field_path:
+            involved["fieldPath"] = field_path
+        # named as kubelet names them: <object>.<unique hex>
+        name = f"{md.get('name')}.{time.time_ns():x}"
+        ev = {"apiVersion": "v1", "kind": "Event",
+              "metadata": {"name": name, "namespace": md.get("namespace")},
+              "involvedObject": involved, "reason": reason, "message": message, "type": typ,
+              "source": {"component": "kubelet", "host": self.node_name},
+              "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+              "reportingComponent": "kubelet", "reportingInstance": self.node_name}
+        try:
+            await self.client.create("v1", "events", ev, namespace=md.get("namespace"))
+        except StatusError as e:
+            log.debug("event %s for %s: %s", reason, md.get("name"), e.message)
+
+    # -- informer callbacks --------------------------------------------------------------
+
+    def _on_pod(self, pod: Obj) -> None:
+        uid = pod["metadata"].get("uid", "")
+        w = self.workers.get(uid)
+        if w is None:
+            w = self.workers[uid] = PodWorker(self, uid, pod)
+            w.task = spawn(self._run_worker(w), name=f"pod:{pod['metadata'].get('name')}")
+        else:
+            w.pod = pod
+            w.wake.set()
+
+    async def _run_worker(self, w: PodWorker) -> None:
+        try:
+            await w.run()
+        finally:
+            if self.workers.get(w.uid) is w:
+                del self.workers[w.uid]
+
+    def _on_pod_deleted(self, pod: Obj) -> None:
+        uid = pod["metadata"].get("uid", "")
+        w = self.workers.get(uid)
+        if w is None:
+            return
+        # deleted in the API without us (forced): stop everything at once
+        w.gone = True
+        w.wake.set()
+        spawn(self._force_cleanup(w), name=f"pod-cleanup:{uid}")
+
+    async def _force_cleanup(self, w: PodWorker) -> None:
+        if w.task is not None:
+            await cancel_and_wait(w.task)
+        await w.cleanup()
+
+    async def cleanup_orphans(self) -> None:
+        """Remove what belongs to pods no longer bound here (after a restart)."""
+        live = {p["metadata"].get("uid") for p in self.pods.list()}
+        known = set(self.runtime.known_pods()) | set(self.network.known_pods()) | \
+            set(self.cgroups.known_pods())
+        for uid in known - live:
+            log.info("cleaning up what is left of pod %s", uid)
+            orphan = PodWorker(self, uid, {"metadata": {"uid": uid, "name": uid,
+                                                        "namespace": ""}, "spec": {}})
+            for c in _containers_on_disk(self.runtime, uid):
+                run = self.runtime.current(uid, c)
+                if run is not None and run.running():
+                    await self.runtime.stop(run, grace=0)
+            await orphan.cleanup()
+
+    async def start(self) -> None:
+        self.services.start()
+        self.pods.add_handler(on_add=self._on_pod, on_update=lambda _o, n: self._on_pod(n),
+                              on_delete=self._on_pod_deleted)
+        self.pods.start()
+        await self.pods.wait_synced()
+        await self.services.wait_synced()
+        await self.cleanup_orphans()
+
+    async def stop(self) -> None:
+        """Stop watching; running pods keep running (they are adopted on restart)."""
+        await self.pods.stop()
+        await self.services.stop()
+        await cancel_and_wait(*(w.task for w in list(self.workers.values())))
+
+
+def _containers_on_disk(runtime: ContainerRuntime, uid: str) -> list[str]:
+    base = runtime.pod_dir(uid) / "containers"
+    return [p.name for p in base.iterdir()] if base.exists() else []
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _epoch(stamp: str) -> float:
+    from kybernetes.api.meta import parse_time
+
+    return parse_time(stamp) or 0.0
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 60}m{s % 60}s" if s >= 60 else f"{s}s"

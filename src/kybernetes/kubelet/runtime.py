@@ -1,0 +1,174 @@
+"""Containers as processes: each run of a container is a directory with its shim spec,
+pid file, exit file and log, so that a restarted agent finds them again.
+
+    DATA/pods/<uid>/containers/<name>/<run>/{spec,pid,exit,log}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kybernetes.kubelet import shim
+from kybernetes.kubelet.shim import Spec
+
+
+@dataclass
+class Run:
+    """One start of a container (``number`` counts from 0, the restart count)."""
+
+    dir: Path
+    number: int
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "log"
+
+    def pids(self) -> tuple[int, int] | None:
+        try:
+            shim_pid, container_pid = (self.dir / "pid").read_text().split()
+            return int(shim_pid), int(container_pid)
+        except (OSError, ValueError):
+            return None
+
+    def exit(self) -> tuple[int, int, str] | None:
+        """(exit code, signal, finished at) once the container has ended."""
+        try:
+            code, sig, finished = (self.dir / "exit").read_text().split()
+            return int(code), int(sig), _rfc3339_seconds(finished)
+        except (OSError, ValueError):
+            return None
+
+    def started_at(self) -> float:
+        try:
+            return (self.dir / "pid").stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def running(self) -> bool:
+        if self.exit() is not None:
+            return False
+        pids = self.pids()
+        if pids is None:
+            # just launched: the pid file follows within milliseconds
+            return (self.dir / "spec").exists() and time.time() - _mtime(self.dir / "spec") < 5
+        return _alive(pids[0]) or _alive(pids[1])
+
+    def lost(self) -> bool:
+        """Neither running nor ended properly (its shim died, e.g. with the machine)."""
+        return self.pids() is not None and self.exit() is None and not self.running()
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _rfc3339_seconds(stamp: str) -> str:
+    # "2024-01-02T03:04:05.123456789Z" -> "2024-01-02T03:04:05Z"
+    return stamp.split(".", 1)[0] + "Z" if "." in stamp else stamp
+
+
+class ContainerRuntime:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._shim: Path | None = None
+
+    def shim(self) -> Path:
+        if self._shim is None:
+            self._shim = shim.binary(self.data_dir)
+        return self._shim
+
+    def pod_dir(self, uid: str) -> Path:
+        return self.data_dir / "pods" / uid
+
+    def runs(self, uid: str, container: str) -> list[Run]:
+        base = self.pod_dir(uid) / "containers" / container
+        if not base.exists():
+            return []
+        out = [Run(p, int(p.name)) for p in base.iterdir() if p.name.isdigit()]
+        return sorted(out, key=lambda r: r.number)
+
+    def current(self, uid: str, container: str) -> Run | None:
+        runs = self.runs(uid, container)
+        return runs[-1] if runs else None
+
+    async def start(self, uid: str, container: str, spec: Spec) -> Run:
+        runs = self.runs(uid, container)
+        number = runs[-1].number + 1 if runs else 0
+        run_dir = self.pod_dir(uid) / "containers" / container / str(number)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec.log = str(run_dir / "log")
+        spec.exit = str(run_dir / "exit")
+        spec.pidfile = str(run_dir / "pid")
+        if not spec.root:
+            spec.root = str(run_dir / "root")
+        (run_dir / "spec").write_text(spec.render())
+        await shim.launch(self.shim(), run_dir / "spec")
+        run = Run(run_dir, number)
+        for _ in range(200):  # the pid file appears as soon as the namespaces exist
+            if run.pids() is not None or run.exit() is not None:
+                break
+            await asyncio.sleep(0.005)
+        # keep the two newest runs (current and previous, for `logs --previous`)
+        for old in runs[:-1]:
+            _remove_tree(old.dir)
+        return run
+
+    async def stop(self, run: Run, *, grace: float) -> None:
+        """SIGTERM the container's first process, SIGKILL its pid namespace after
+        ``grace`` seconds, and wait until it has ended."""
+        pids = run.pids()
+        if pids is None or run.exit() is not None:
+            return
+        _, container = pids
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(container, signal.SIGTERM)
+        deadline = time.monotonic() + max(0.0, grace)
+        while run.running() and time.monotonic() < deadline:  # noqa: ASYNC110 - polling
+            await asyncio.sleep(0.05)
+        if run.running():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(container, signal.SIGKILL)
+            for _ in range(200):
+                if not run.running():
+                    break
+                await asyncio.sleep(0.025)
+
+    def remove_pod(self, uid: str) -> None:
+        _remove_tree(self.pod_dir(uid))
+
+    def known_pods(self) -> list[str]:
+        base = self.data_dir / "pods"
+        return [p.name for p in base.iterdir()] if base.exists() else []
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    # a root that is still a mount point (should not happen) must not be walked into
+    for p in sorted(path.rglob("root"), reverse=True):
+        if os.path.ismount(p):
+            os.system(f"umount -l {p} 2>/dev/null")
+    shutil.rmtree(path, ignore_errors=True)

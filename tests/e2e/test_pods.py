@@ -1,0 +1,239 @@
+"""Pods bound to the server's own node run as isolated processes (the node agent)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.e2e.cluster import Cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/lib/cni/bridge").exists(),
+    reason="running pods needs root and the CNI plugins (Debian containernetworking-plugins)")]
+
+SERVER = """import os, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"pod={os.environ['POD_NAME']} hostname={os.uname().nodename}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+print("serving on 5000", flush=True)
+http.server.HTTPServer(("0.0.0.0", 5000), H).serve_forever()
+"""
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+def pod(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return cluster.kubectl_json("get", "pod", name, "-n", ns)
+
+
+def apply(cluster: Cluster, ns: str, *objs: dict[str, Any]) -> None:
+    for obj in objs:
+        cluster.kubectl("apply", "-n", ns, "-f", "-", input=orjson.dumps(obj).decode())
+
+
+def server_pod(cluster: Cluster, name: str, **extra: Any) -> dict[str, Any]:
+    container = {"name": "web", "image": "python:3.11", "command": ["python", "/app/server.py"],
+                 "env": [{"name": "POD_NAME",
+                          "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                 "ports": [{"containerPort": 5000}],
+                 "readinessProbe": {"httpGet": {"path": "/", "port": 5000},
+                                    "periodSeconds": 1},
+                 "volumeMounts": [{"name": "code", "mountPath": "/app"}]}
+    container.update(extra)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {"nodeName": cluster.node_name, "terminationGracePeriodSeconds": 2,
+                     "containers": [container],
+                     "volumes": [{"name": "code", "configMap": {"name": "code"}}]}}
+
+
+def shell_pod(cluster: Cluster, name: str, script: str, *, restart: str = "Always",
+              **extra: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}
+    container.update(extra)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": cluster.node_name, "restartPolicy": restart,
+                     "terminationGracePeriodSeconds": 1, "containers": [container]}}
+
+
+CODE = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "code"},
+        "data": {"server.py": SERVER}}
+
+
+def ready(p: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in (p.get("status") or {}).get("conditions") or [])
+
+
+def test_pods_serve_on_their_own_ips(cluster: Cluster, namespace: str) -> None:
+    """Two pods both listen on port 5000, each on its own IP; logs and events work."""
+    apply(cluster, namespace, CODE, server_pod(cluster, "a"), server_pod(cluster, "b"))
+    pods = [wait_for(f"pod {n} Ready", lambda n=n: (p := pod(cluster, namespace, n)) and
+                     ready(p) and p) for n in ("a", "b")]
+    ips = [p["status"]["podIP"] for p in pods]
+    prefix = cluster.pod_cidr.rsplit(".", 1)[0] + "."
+    assert len(set(ips)) == 2 and all(ip.startswith(prefix) for ip in ips)
+    for p, ip in zip(pods, ips, strict=True):
+        r = httpx.get(f"http://{ip}:5000/", timeout=5)
+        name = p["metadata"]["name"]
+        assert r.text == f"pod={name} hostname={name}"
+        st = p["status"]["containerStatuses"][0]
+        assert st["ready"] and st["started"] and "running" in st["state"]
+        assert p["status"]["phase"] == "Running" and p["status"]["hostIP"] == "127.0.0.1"
+    assert "serving on 5000" in cluster.kubectl("logs", "a", "-n", namespace).stdout
+    table = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout
+    assert "1/1     Running" in table
+    reasons = {e["reason"] for e in cluster.kubectl_json(
+        "get", "events", "-n", namespace,
+        "--field-selector", "involvedObject.name=a")["items"]}
+    assert {"Pulled", "Created", "Started"} <= reasons
+
+
+def test_crash_loop_back_off(cluster: Cluster, namespace: str) -> None:
+    """A container that keeps exiting 1 is restarted with growing back-off."""
+    apply(cluster, namespace, shell_pod(cluster, "crash", "echo boom; exit 1"))
+
+    def looping() -> Any:
+        st = (pod(cluster, namespace, "crash").get("status") or {}).get("containerStatuses")
+        if st and st[0]["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff":
+            return st[0]
+        return None
+
+    st = wait_for("CrashLoopBackOff", looping)
+    assert st["lastState"]["terminated"]["exitCode"] == 1
+    assert st["lastState"]["terminated"]["reason"] == "Error"
+    assert "back-off 10s restarting failed container=main" in st["state"]["waiting"]["message"]
+    assert pod(cluster, namespace, "crash")["status"]["phase"] == "Running"
+    # after the first restart crashes too, the back-off doubles
+    second = wait_for("a crash after the first restart", lambda: (s := looping()) and
+                      s["restartCount"] == 1 and s, timeout=40)
+    assert "back-off 20s" in second["state"]["waiting"]["message"]
+    assert "boom" in cluster.kubectl("logs", "crash", "-n", namespace, "--previous").stdout
+
+
+@pytest.mark.parametrize(("script", "phase", "code", "reason"), [
+    pytest.param("exit 0", "Succeeded", 0, "Completed", id="succeeded"),
+    pytest.param("exit 3", "Failed", 3, "Error", id="failed"),
+])
+def test_restart_policy_never(cluster: Cluster, namespace: str, script: str, phase: str,
+                              code: int, reason: str) -> None:
+    """restartPolicy Never: the pod ends Succeeded or Failed with the exit code."""
+    apply(cluster, namespace, shell_pod(cluster, "once", script, restart="Never"))
+    p = wait_for(phase, lambda: (p := pod(cluster, namespace, "once")) and
+                 p["status"].get("phase") == phase and p)
+    term = p["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (term["exitCode"], term["reason"]) == (code, reason)
+
+
+def test_oom_killed(cluster: Cluster, namespace: str) -> None:
+    """Going beyond the memory limit ends the container OOMKilled (exit 137)."""
+    hog = shell_pod(cluster, "hog", "", restart="Never",
+                    image="python:3.11",
+                    command=["python", "-c", "x = bytearray(300 * 1024 * 1024); print(len(x))"],
+                    resources={"limits": {"memory": "64Mi"}})
+    apply(cluster, namespace, hog)
+    p = wait_for("OOMKilled", lambda: (p := pod(cluster, namespace, "hog")) and
+                 p["status"].get("phase") == "Failed" and p)
+    term = p["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (term["exitCode"], term["reason"]) == (137, "OOMKilled")
+
+
+def test_liveness_probe_restarts(cluster: Cluster, namespace: str) -> None:
+    """A failing liveness probe restarts the container."""
+    sick = shell_pod(cluster, "sick", "sleep 3600", livenessProbe={
+        "exec": {"command": ["test", "-f", "/tmp/healthy"]}, "periodSeconds": 1,
+        "failureThreshold": 2})
+    apply(cluster, namespace, sick)
+    st = wait_for("a restart", lambda: (s := (pod(cluster, namespace, "sick").get("status") or {})
+                                        .get("containerStatuses")) and
+                  s[0]["restartCount"] >= 1 and s[0], timeout=40)
+    assert st["lastState"]["terminated"]["exitCode"] == 137
+    events = cluster.kubectl_json("get", "events", "-n", namespace, "--field-selector",
+                                  "involvedObject.name=sick,reason=Unhealthy")["items"]
+    assert events and "Liveness probe failed" in events[0]["message"]
+
+
+def test_unknown_image(cluster: Cluster, namespace: str) -> None:
+    """An image the node's catalog does not know waits in ErrImagePull/ImagePullBackOff."""
+    p = shell_pod(cluster, "nope", "true", image="tensorflow/serving:2.15")
+    apply(cluster, namespace, p)
+    st = wait_for("ErrImagePull", lambda: (s := (pod(cluster, namespace, "nope").get("status")
+                                                 or {}).get("containerStatuses")) and
+                  s[0]["state"].get("waiting", {}).get("reason") in
+                  ("ErrImagePull", "ImagePullBackOff") and s[0])
+    assert 'image "tensorflow/serving:2.15" is not in the image catalog' in \
+        st["state"]["waiting"]["message"]
+
+
+def _leftovers(uid: str) -> list[str]:
+    found = []
+    if Path(f"/var/run/netns/kyb-{uid}").exists():
+        found.append("netns")
+    for ctl in ("memory", "cpu", "pids"):
+        if Path(f"/sys/fs/cgroup/{ctl}/kybernetes/pod{uid}").exists():
+            found.append(f"cgroup {ctl}")
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    if uid in ps:
+        found.append("processes")
+    return found
+
+
+def test_delete_ends_the_process_tree_and_cleans_up(cluster: Cluster, namespace: str) -> None:
+    """kubectl delete stops every process of the pod and leaves nothing behind."""
+    tree = shell_pod(cluster, "tree", "sleep 1000 & sleep 1001 & wait")
+    apply(cluster, namespace, tree)
+    p = wait_for("Running", lambda: (p := pod(cluster, namespace, "tree")) and
+                 p["status"].get("phase") == "Running" and p)
+    uid = p["metadata"]["uid"]
+    assert _leftovers(uid), "the pod should have a namespace, cgroups and processes"
+    assert "sleep 1001" in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                          text=True).stdout
+    cluster.kubectl("delete", "pod", "tree", "-n", namespace, "--timeout=30s")
+    wait_for("nothing left", lambda: not _leftovers(uid) and
+             "sleep 1001" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                                text=True).stdout, timeout=15)
+
+
+def test_restart_adopts_running_pods(fresh_cluster: Cluster) -> None:
+    """Restarting kyb server leaves running pods running and adopts them (no duplicates)."""
+    cluster = fresh_cluster
+    apply(cluster, "default", shell_pod(cluster, "keeper", "sleep 3600"))
+    p = wait_for("Running", lambda: (p := pod(cluster, "default", "keeper")) and
+                 p["status"].get("phase") == "Running" and p)
+    uid = p["metadata"]["uid"]
+    pid_file = next((cluster.data_dir / "agent" / "pods" / uid / "containers" / "main")
+                    .glob("*/pid"))
+    before = pid_file.read_text().split()
+    assert cluster.stop() == 0
+    os.kill(int(before[1]), 0)  # still running without the agent
+    cluster.start()
+    time.sleep(2)
+    after = pod(cluster, "default", "keeper")
+    st = after["status"]["containerStatuses"][0]
+    assert "running" in st["state"] and st["restartCount"] == 0
+    runs = list(pid_file.parent.parent.iterdir())
+    assert len(runs) == 1 and pid_file.read_text().split() == before
+    cluster.kubectl("delete", "pod", "keeper", "--timeout=30s")
+    wait_for("nothing left", lambda: not _leftovers(uid), timeout=15)
