@@ -237,3 +237,23 @@ def test_restart_adopts_running_pods(fresh_cluster: Cluster) -> None:
     assert len(runs) == 1 and pid_file.read_text().split() == before
     cluster.kubectl("delete", "pod", "keeper", "--timeout=30s")
     wait_for("nothing left", lambda: not _leftovers(uid), timeout=15)
+
+
+def test_exec_runs_in_the_container(cluster: Cluster, namespace: str) -> None:
+    """kubectl exec: output, stderr, stdin and the exit code, inside the pod's namespaces."""
+    apply(cluster, namespace, shell_pod(cluster, "box", "sleep 3600"))
+    wait_for("Running", lambda: (p := pod(cluster, namespace, "box")) and
+             p["status"].get("phase") == "Running")
+    out = cluster.kubectl("exec", "box", "-n", namespace, "--", "sh", "-c",
+                          "echo out; echo err >&2; hostname; cat /etc/hostname")
+    assert out.stdout == "out\nbox\nbox\n" and out.stderr == "err\n"
+    failed = cluster.kubectl("exec", "box", "-n", namespace, "--", "sh", "-c", "exit 7",
+                             check=False)
+    assert failed.returncode == 7
+    assert "command terminated with exit code 7" in failed.stderr
+    echoed = cluster.kubectl("exec", "-i", "box", "-n", namespace, "--", "cat",
+                             input="through stdin\n")
+    assert echoed.stdout == "through stdin\n"
+    ps = cluster.kubectl("exec", "box", "-n", namespace, "--", "ps", "-e", "-o", "pid,args")
+    lines = [line.split(None, 1) for line in ps.stdout.splitlines()[1:]]
+    assert lines[0] == ["1", "sh -c sleep 3600"]  # the pod sees only its own processes

@@ -10,7 +10,7 @@ the node. Built in:
 More can be declared in ``DATA_DIR/images.yaml``::
 
     my-trainer:
-      command: [/opt/trainer/bin/train]
+      entrypoint: [/opt/trainer/bin/train]     # ENTRYPOINT; `cmd:` is CMD
       path: /opt/trainer/bin:/usr/bin:/bin
       binds: [/opt/trainer]
       workingDir: /opt/trainer
@@ -30,8 +30,10 @@ POSIX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 @dataclass(frozen=True)
 class Image:
     name: str
-    command: tuple[str, ...] = ()
-    """Default entrypoint when the container gives no ``command``."""
+    entrypoint: tuple[str, ...] = ()
+    """The image's ENTRYPOINT (replaced by a container's ``command``)."""
+    cmd: tuple[str, ...] = ()
+    """The image's CMD (replaced by ``args``, dropped when ``command`` is given)."""
     path: str = POSIX_PATH
     binds: tuple[str, ...] = ()
     """Host directories made visible (read-only) besides the system ones."""
@@ -49,7 +51,7 @@ def _python_image(name: str) -> Image:
     # an editable install points into the source tree: keep it importable
     src = Path(__file__).resolve().parents[2]
     extra = (str(src),) if (src / "kybernetes").is_dir() else ()
-    return Image(name=name, command=("python3",), path=":".join([*bins, POSIX_PATH]),
+    return Image(name=name, cmd=("python3",), path=":".join([*bins, POSIX_PATH]),
                  binds=binds + extra, workdir="/",
                  env=("PYTHONUNBUFFERED=1", "LANG=C.UTF-8"))
 
@@ -84,7 +86,8 @@ class Catalog:
         for key in (image, ref, repo, short):
             entry = custom.get(key)
             if isinstance(entry, dict):
-                return Image(name=image, command=tuple(entry.get("command") or ()),
+                return Image(name=image, entrypoint=tuple(entry.get("entrypoint") or ()),
+                             cmd=tuple(entry.get("command") or entry.get("cmd") or ()),
                              path=str(entry.get("path") or POSIX_PATH),
                              binds=tuple(entry.get("binds") or ()),
                              workdir=str(entry.get("workingDir") or "/"),
@@ -92,7 +95,7 @@ class Catalog:
         if short in ("python", "python3", "pytorch", "torch"):
             return _python_image(image)
         if short in ("busybox", "alpine", "debian", "ubuntu", "bash", "sh"):
-            return Image(name=image, command=("/bin/sh",))
+            return Image(name=image, cmd=("sh",))
         raise ImageError(
             f'image "{image}" is not in the image catalog of this node: kybernetes runs '
             f"environments that exist on the node; add an entry for it to {self.file}")

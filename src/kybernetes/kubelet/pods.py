@@ -288,9 +288,12 @@ class PodWorker:
         for item in image.env:
             k, _, v = item.partition("=")
             env.setdefault(k, v)
-        command = [envmod.expand(a, env) for a in (c.get("command") or list(image.command))]
-        args = [envmod.expand(a, env) for a in c.get("args") or []]
-        argv = command + args
+        # command replaces ENTRYPOINT, args replaces CMD (and command drops CMD)
+        if c.get("command"):
+            argv = list(c["command"]) + list(c.get("args") or [])
+        else:
+            argv = list(image.entrypoint) + list(c.get("args") or image.cmd)
+        argv = [envmod.expand(a, env) for a in argv]
         if not argv:
             st.waiting = ("CreateContainerError", "no command specified")
             await self.event("Failed", "Error: no command specified", typ="Warning",

@@ -2,6 +2,8 @@
 
 - ``GET /containerLogs/{namespace}/{pod}/{container}`` — ``follow``, ``previous``,
   ``tailLines``, ``timestamps``, ``sinceSeconds``, ``sinceTime``, ``limitBytes``;
+- ``GET /exec/{namespace}/{pod}/{container}`` — upgraded to WebSocket
+  (``v5.channel.k8s.io``, see :mod:`kybernetes.kubelet.streams`);
 - ``GET /healthz``.
 
 Requests must carry the bearer token the agent was given.
@@ -23,6 +25,7 @@ from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import parse_time
 from kybernetes.apiserver.http import HTTPServer
 from kybernetes.kubelet.logs import LogOptions, read_logs
+from kybernetes.kubelet.streams import exec_session
 
 if TYPE_CHECKING:
     from kybernetes.kubelet.pods import PodManager
@@ -74,7 +77,7 @@ class AgentAPI:
 
     async def start(self, host: str, port: int, pki_dir: Path) -> None:
         ctx = serving_context(pki_dir, host)
-        self.http = HTTPServer(self, ssl_context=ctx)
+        self.http = HTTPServer(self, ssl_context=ctx, upgrade_handler=self.upgrade)
         await self.http.start(host, port)
 
     async def stop(self) -> None:
@@ -95,6 +98,32 @@ class AgentAPI:
                 raise StatusError(404, "NotFound", f"{scope['path']} is not served here")
         except StatusError as e:
             await _reply(send, e.code, orjson.dumps(e.status()), b"application/json")
+
+    async def upgrade(self, scope: Scope, conn: Any) -> None:
+        """Upgraded requests: ``exec`` (and ``attach``, run as exec of nothing yet)."""
+        try:
+            self.authorize(scope)
+            segs = [s for s in scope["path"].split("/") if s]
+            if len(segs) != 4 or segs[0] != "exec":
+                raise StatusError.bad_request(f"{scope['path']} cannot be upgraded here")
+            _, ns, name, container = segs
+            pod = self._pod(ns, name)
+            run = self.pods.runtime.current(pod["metadata"]["uid"], container)
+            pids = run.pids() if run is not None else None
+            if run is None or pids is None or not run.running():
+                raise StatusError.bad_request(
+                    f'container {container} is not running in pod {name}')
+            env = [_unescape(line.split("\t", 1)[1]) for line in
+                   (run.dir / "spec").read_text().splitlines() if line.startswith("env\t")]
+        except StatusError as e:
+            if conn.transport is not None:
+                conn.transport.write(_error_bytes(e))
+                conn.transport.close()
+            return
+        await exec_session(conn, dict(scope["headers"]), scope.get("query_string", b""),
+                           pid=pids[1], env=env,
+                           on_error=lambda code, msg: _error_bytes(StatusError(
+                               code, "BadRequest", msg)))
 
     def authorize(self, scope: Scope) -> None:
         auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
@@ -141,6 +170,24 @@ class AgentAPI:
         async for chunk in read_logs(run.log, opts, running=run.running):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _unescape(value: str) -> str:
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value):
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(value[i + 1], value[i + 1]))
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def _error_bytes(e: StatusError) -> bytes:
+    body = orjson.dumps(e.status())
+    return (b"HTTP/1.1 %d Error\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (e.code, len(body), body))
 
 
 async def _reply(send: Any, status: int, body: bytes, ctype: bytes) -> None:
