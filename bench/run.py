@@ -48,6 +48,8 @@ class Server:
         self.data_dir = data_dir
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = ["--agent-port", str(free_port()),
+                                      "--pod-cidr", "10.42.201.0/24"]
 
     @property
     def url(self) -> str:
@@ -58,7 +60,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kybernetes.cli.main", "server", "--data-dir",
              str(self.data_dir), "--port", str(self.port), "--bind-address", "127.0.0.1",
-             "--advertise-address", "127.0.0.1"],
+             "--advertise-address", "127.0.0.1", *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
         ctx = ssl.create_default_context()
         ctx.check_hostname = False

@@ -149,7 +149,9 @@ class Client:
         self._http = httpx.AsyncClient(
             base_url=config.server, headers=headers, verify=verify, transport=transport,
             timeout=httpx.Timeout(timeout), trust_env=trust_env,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20,
+            # a bounded pool, all kept alive: bursts queue instead of opening (and
+            # TLS-handshaking, then dropping) a connection per concurrent request
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16,
                                 keepalive_expiry=90.0),
         )
 

@@ -13,9 +13,19 @@ import ipaddress
 import json
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+async def run_process(argv: list[str], *, env: dict[str, str] | None = None,
+                      stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a short command on a worker thread: Python's subprocess starts it with vfork,
+    which costs the (big) agent process far less than the event loop's fork, and the loop
+    keeps serving meanwhile."""
+    return await asyncio.to_thread(subprocess.run, argv, input=stdin, capture_output=True,
+                                   env=env, check=False)
 
 CNI_PATHS = ("/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni")
 BRIDGE = "kyb0"
@@ -28,12 +38,9 @@ class NetworkError(Exception):
 
 async def _run(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
                check: bool = True) -> tuple[int, bytes, bytes]:
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=env)
-    out, err = await proc.communicate(stdin)
-    code = proc.returncode or 0
+    proc = await run_process(list(args), env=env, stdin=stdin)
+    out, err = proc.stdout, proc.stderr
+    code = proc.returncode
     if check and code != 0:
         raise NetworkError(f"{' '.join(args)}: {err.decode(errors='replace').strip() or out!r}")
     return code, out, err

@@ -40,6 +40,7 @@ BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0
 """A container that ran this long without failing starts its back-off afresh."""
 OBJECT_CACHE_TTL = 5.0
+SANDBOX_CONCURRENCY = 4
 
 
 @dataclass
@@ -173,7 +174,10 @@ class PodWorker:
             self.pod_ip = self.mgr.node_address
         elif not self.pod_ip:
             try:
-                self.pod_ip = await self.mgr.network.setup(self.uid)
+                # a few at a time: a burst then finishes pod after pod instead of all
+                # pods together at the end (the CNI plugins are processes of their own)
+                async with self.mgr.sandbox_slots:
+                    self.pod_ip = await self.mgr.network.setup(self.uid)
             except NetworkError as e:
                 await self.event("FailedCreatePodSandBox",
                                  f"Failed to create pod sandbox: {e}", typ="Warning", once=True)
@@ -545,7 +549,10 @@ class PodWorker:
         ready = initialized and all(s["ready"] for s in mains) and bool(mains) and \
             phase == "Running"
         sandbox_ready = bool(self.pod_ip) or bool(self.spec.get("hostNetwork"))
+        # our own last write first: it is never older than what a watch event says
         old_conds = {c.get("type"): c for c in old.get("conditions") or []}
+        if self.last_status is not None:
+            old_conds.update({c.get("type"): c for c in self.last_status["conditions"]})
 
         def cond(typ: str, ok: bool, reason: str = "") -> Obj:
             status = "True" if ok else "False"
@@ -587,6 +594,10 @@ class PodWorker:
         status = self.compute_status()
         if status == self.last_status:
             return
+        if self.last_status is not None and log.isEnabledFor(logging.DEBUG):
+            diff = {k: (self.last_status.get(k), v) for k, v in status.items()
+                    if self.last_status.get(k) != v}
+            log.debug("status of %s/%s changes: %s", self.namespace, self.name, diff)
         try:
             out = await self.mgr.client.patch(
                 "v1", "pods", self.name, {"status": status}, patch_type="merge",
@@ -614,6 +625,7 @@ class PodManager:
         self.images = imagesmod.Catalog(data_dir)
         self.node_allocatable = node_allocatable or {}
         self.workers: dict[str, PodWorker] = {}
+        self.sandbox_slots = asyncio.Semaphore(SANDBOX_CONCURRENCY)
         self.pods = Informer(client, "v1", "pods", field_selector=f"spec.nodeName={node_name}")
         self.services = Informer(client, "v1", "services")
         self._cache: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
@@ -696,7 +708,10 @@ class PodManager:
             w = self.workers[uid] = PodWorker(self, uid, pod)
             w.task = spawn(self._run_worker(w), name=f"pod:{pod['metadata'].get('name')}")
         else:
-            w.pod = pod
+            # watch events may lag behind what our own status writes returned: never go
+            # back to an older version (its stale conditions would be written again)
+            if _rv(pod) >= _rv(w.pod):
+                w.pod = pod
             w.wake.set()
 
     async def _run_worker(self, w: PodWorker) -> None:
@@ -750,6 +765,13 @@ class PodManager:
         await self.pods.stop()
         await self.services.stop()
         await cancel_and_wait(*(w.task for w in list(self.workers.values())))
+
+
+def _rv(pod: Obj) -> int:
+    try:
+        return int((pod.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
 def _containers_on_disk(runtime: ContainerRuntime, uid: str) -> list[str]:

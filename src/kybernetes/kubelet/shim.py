@@ -107,11 +107,11 @@ class Spec:
 
 async def launch(shim: Path, spec_path: Path) -> int:
     """Start a shim for the spec at ``spec_path``; returns the shim's pid (detached)."""
-    proc = await asyncio.create_subprocess_exec(
-        str(shim), str(spec_path), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
+    import subprocess
+
+    proc = await asyncio.to_thread(subprocess.run, [str(shim), str(spec_path)],
+                                   capture_output=True, check=False)
     if proc.returncode != 0:
-        raise ShimError(err.decode(errors="replace").strip() or f"kyb-shim exited "
-                        f"{proc.returncode}")
-    return int(out.decode().strip())
+        raise ShimError(proc.stderr.decode(errors="replace").strip() or
+                        f"kyb-shim exited {proc.returncode}")
+    return int(proc.stdout.decode().strip())
