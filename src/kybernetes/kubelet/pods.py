@@ -538,7 +538,7 @@ class PodWorker:
                  for c in self.spec.get("initContainers") or []]
         mains = [self.container_status(c, init=False) for c in self.spec.get("containers") or []]
         initialized = all(s["state"].get("terminated", {}).get("exitCode") == 0 for s in inits)
-        terminal = self.terminal_phase()
+        terminal = _terminal_phase(inits, mains, self.spec.get("restartPolicy", "Always"))
         if terminal:
             phase = terminal
         elif any("running" in s["state"] or "terminated" in s["state"] or s.get("lastState")
@@ -765,6 +765,21 @@ class PodManager:
         await self.pods.stop()
         await self.services.stop()
         await cancel_and_wait(*(w.task for w in list(self.workers.values())))
+
+
+def _terminal_phase(inits: list[Obj], mains: list[Obj], policy: str) -> str:
+    """Succeeded/Failed from one snapshot of the container statuses ("" while running).
+
+    A container that will be restarted shows as waiting, so "all terminated" already
+    means that none of them will run again."""
+    if policy == "Never" and any(
+            s["state"].get("terminated", {}).get("exitCode", 0) != 0 for s in inits):
+        return "Failed"
+    if not mains or not all("terminated" in s["state"] for s in mains):
+        return ""
+    if all(s["state"]["terminated"].get("exitCode") == 0 for s in mains):
+        return "Succeeded"
+    return "Failed"
 
 
 def _rv(pod: Obj) -> int:
