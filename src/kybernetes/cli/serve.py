@@ -119,6 +119,12 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None
     stoppers: list[Callable[[], Awaitable[None]]] = [client.aclose, gc.stop, namespaces.stop]
     if agent is not None:
         await asyncio.to_thread(importlib.import_module, "kybernetes.kubelet.agent")
-        stoppers.append(await _start_agent(client, cp.data_dir / "agent", agent,
-                                           address=cp.advertise_address, control_plane=True))
+        try:
+            stoppers.append(await _start_agent(client, cp.data_dir / "agent", agent,
+                                               address=cp.advertise_address,
+                                               control_plane=True))
+        except OSError as e:
+            # e.g. the agent's port is taken: the control plane is still worth serving
+            log.error("the node agent could not start (%s); serving the API without a "
+                      "node", e)
     return stoppers
