@@ -43,6 +43,7 @@ class Cluster:
     agent_port: int = field(default_factory=free_port)
     pod_cidr: str = field(default_factory=lambda: f"10.42.{random.randint(100, 250)}.0/24")
     """Each test server's own range: several may run side by side on the one bridge."""
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def kubeconfig(self) -> Path:
@@ -68,7 +69,8 @@ class Cluster:
             [sys.executable, "-m", "kybernetes.cli.main", "server", "--data-dir",
              str(self.data_dir), "--port", str(self.port), "--bind-address", "127.0.0.1",
              "--advertise-address", "127.0.0.1", "--node-name", self.node_name,
-             "--agent-port", str(self.agent_port), "--pod-cidr", self.pod_cidr],
+             "--agent-port", str(self.agent_port), "--pod-cidr", self.pod_cidr,
+             *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         log.close()
         deadline = time.monotonic() + timeout

@@ -257,3 +257,50 @@ def test_exec_runs_in_the_container(cluster: Cluster, namespace: str) -> None:
     ps = cluster.kubectl("exec", "box", "-n", namespace, "--", "ps", "-e", "-o", "pid,args")
     lines = [line.split(None, 1) for line in ps.stdout.splitlines()[1:]]
     assert lines[0] == ["1", "sh -c sleep 3600"]  # the pod sees only its own processes
+
+
+@pytest.fixture
+def gpu_cluster(tmp_path: Path) -> Any:
+    """A server whose node declares 4 fake GPUs."""
+    from tests.e2e.cluster import free_port
+
+    c = Cluster(data_dir=tmp_path / "data", port=free_port(), log_path=tmp_path / "server.log",
+                cache_dir=tmp_path / "home", extra_args=["--fake-gpus", "4"])
+    c.cache_dir.mkdir(parents=True, exist_ok=True)
+    c.start()
+    yield c
+    c.stop()
+    c.killall()
+
+
+def test_gpus_are_handed_out_once(gpu_cluster: Cluster) -> None:
+    """With --fake-gpus 4, pods get distinct devices; asking for more than is free fails."""
+    cluster = gpu_cluster
+    node = wait_for("the node", lambda: cluster.kubectl(
+        "get", "node", cluster.node_name, "-o", "json", check=False).stdout)
+    assert orjson.loads(node)["status"]["capacity"]["nvidia.com/gpu"] == "4"
+
+    def gpu_pod(name: str, count: int) -> dict[str, Any]:
+        return shell_pod(cluster, name, "echo $CUDA_VISIBLE_DEVICES; sleep 3600",
+                         resources={"limits": {"nvidia.com/gpu": count}})
+
+    apply(cluster, "default", gpu_pod("g1", 1), gpu_pod("g2", 1))
+    seen = []
+    for name in ("g1", "g2"):
+        wait_for(f"{name} Running", lambda n=name: pod(cluster, "default", n)["status"]
+                 .get("phase") == "Running")
+        out = wait_for("its devices in the log", lambda n=name: cluster.kubectl(
+            "logs", n).stdout.strip())
+        seen.append(out)
+    assert sorted(seen) == ["0", "1"] or len(set(seen)) == 2
+    apply(cluster, "default", gpu_pod("g3", 3))
+    st = wait_for("refused", lambda: (s := pod(cluster, "default", "g3").get("status") or {})
+                  .get("phase") == "Failed" and s)
+    assert st["reason"] == "UnexpectedAdmissionError"
+    assert "Requested: 3, Available: 2" in st["message"]
+    cluster.kubectl("delete", "pod", "g1", "--timeout=30s")
+    apply(cluster, "default", gpu_pod("g4", 1))
+    wait_for("g4 Running", lambda: pod(cluster, "default", "g4")["status"].get("phase") ==
+             "Running")
+    assert wait_for("g4's device", lambda: cluster.kubectl("logs", "g4").stdout.strip()) == \
+        seen[0]

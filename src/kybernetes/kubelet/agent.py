@@ -124,7 +124,8 @@ class NodeAgent:
             self.pods = PodManager(
                 self.client, node_name=self.cfg.name, node_address=self.cfg.address,
                 data_dir=self.cfg.data_dir, pod_cidr=self.cfg.pod_cidr,
-                node_allocatable=(self.node.get("status") or {}).get("allocatable") or {})
+                node_allocatable=(self.node.get("status") or {}).get("allocatable") or {},
+                fake_gpus=self.cfg.fake_gpus)
             self.api = AgentAPI(self.pods, token=self.client.config.token or "")
             await self.api.start(self.cfg.bind_address, self.cfg.port,
                                  self.cfg.data_dir / "pki")

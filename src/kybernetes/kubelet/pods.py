@@ -25,6 +25,7 @@ from kybernetes.client import Client, Informer
 from kybernetes.kubelet import env as envmod
 from kybernetes.kubelet import images as imagesmod
 from kybernetes.kubelet.cgroups import Cgroups
+from kybernetes.kubelet.devices import DeviceError, DeviceManager, discover, requested, visible_env
 from kybernetes.kubelet.network import NetworkError, PodNetwork
 from kybernetes.kubelet.probes import ProbeState, run_probe
 from kybernetes.kubelet.runtime import ContainerRuntime, Run
@@ -74,6 +75,8 @@ class PodWorker:
         self.task: asyncio.Task[None] | None = None
         self.events_sent: set[tuple[str, str]] = set()
         self.start_time = ""
+        self.rejected: tuple[str, str] | None = None
+        """(reason, message) when the node refused the pod (it is then Failed)."""
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -126,6 +129,10 @@ class PodWorker:
             await self.finish_deletion()
             return RESYNC
         phase = (pod.get("status") or {}).get("phase")
+        if self.rejected is not None:
+            await self.write_status()
+            await self.release_sandbox()
+            return RESYNC
         if phase in ("Succeeded", "Failed") and self.all_stopped():
             await self.release_sandbox()
             return RESYNC
@@ -210,7 +217,9 @@ class PodWorker:
         _write_if_changed(etc / "resolv.conf", self.mgr.resolv_conf(self.pod))
 
     async def release_sandbox(self) -> None:
-        """A finished pod keeps its logs and status but not its network or cgroups."""
+        """A finished pod keeps its logs and status but not its network, cgroups or
+        devices."""
+        self.mgr.devices.release(self.uid)
         if self.pod_ip and not self.spec.get("hostNetwork"):
             await self.mgr.network.teardown(self.uid)
             self.pod_ip = ""
@@ -287,6 +296,15 @@ class PodWorker:
             st.waiting = ("CreateContainerConfigError", str(e))
             await self.event("Failed", f"Error: {e}", typ="Warning", field_path=fp, once=True)
             return
+        try:
+            gpus = self.mgr.devices.assign(self.uid, c["name"], requested(c),
+                                           self.mgr.runtime.pod_dir(self.uid))
+        except DeviceError as e:
+            # as kubelet's admission: the pod is rejected for good, not retried
+            self.rejected = ("UnexpectedAdmissionError", f"Pod was rejected: {e}")
+            await self.event("UnexpectedAdmissionError", str(e), typ="Warning", once=True)
+            return
+        env.update(visible_env(gpus))
         env.setdefault("PATH", image.path)
         env.setdefault("HOSTNAME", self.spec.get("hostname") or self.name)
         for item in image.env:
@@ -443,6 +461,7 @@ class PodWorker:
 
     async def cleanup(self) -> None:
         await self.terminate(0)
+        self.mgr.devices.release(self.uid)
         self.volumes.teardown()
         if not self.spec.get("hostNetwork"):
             await self.mgr.network.teardown(self.uid)
@@ -585,6 +604,9 @@ class PodWorker:
         }
         if inits:
             status["initContainerStatuses"] = inits
+        if self.rejected is not None:
+            status["phase"] = "Failed"
+            status["reason"], status["message"] = self.rejected
         if self.pod_ip:
             status["podIP"] = self.pod_ip
             status["podIPs"] = [{"ip": self.pod_ip}]
@@ -614,7 +636,8 @@ class PodManager:
     """Every pod bound to this node, each with its worker."""
 
     def __init__(self, client: Client, *, node_name: str, node_address: str, data_dir: Path,
-                 pod_cidr: str, node_allocatable: dict[str, str] | None = None) -> None:
+                 pod_cidr: str, node_allocatable: dict[str, str] | None = None,
+                 fake_gpus: int = 0) -> None:
         self.client = client
         self.node_name = node_name
         self.node_address = node_address
@@ -623,6 +646,7 @@ class PodManager:
         self.network = PodNetwork(data_dir, pod_cidr)
         self.cgroups = Cgroups()
         self.images = imagesmod.Catalog(data_dir)
+        self.devices = DeviceManager(discover(fake_gpus))
         self.node_allocatable = node_allocatable or {}
         self.workers: dict[str, PodWorker] = {}
         self.sandbox_slots = asyncio.Semaphore(SANDBOX_CONCURRENCY)
@@ -737,8 +761,11 @@ class PodManager:
         await w.cleanup()
 
     async def cleanup_orphans(self) -> None:
-        """Remove what belongs to pods no longer bound here (after a restart)."""
+        """Remove what belongs to pods no longer bound here (after a restart); take back
+        the devices of the ones still here."""
         live = {p["metadata"].get("uid") for p in self.pods.list()}
+        for uid in live:
+            self.devices.restore(str(uid), self.runtime.pod_dir(str(uid)))
         known = set(self.runtime.known_pods()) | set(self.network.known_pods()) | \
             set(self.cgroups.known_pods())
         for uid in known - live:

@@ -1,0 +1,111 @@
+"""GPU assignment, as the NVIDIA device plugin does it: whole devices, one pod each.
+
+A container asking for ``nvidia.com/gpu: N`` gets N devices no other running pod holds,
+seen through ``CUDA_VISIBLE_DEVICES`` / ``NVIDIA_VISIBLE_DEVICES``. Assignments are kept in
+the pod's directory so that a restarted agent hands out the same devices again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kybernetes.api import quantity
+
+RESOURCE = "nvidia.com/gpu"
+
+
+class DeviceError(Exception):
+    """Not enough free devices (kubelet's UnexpectedAdmissionError)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    index: int
+    uuid: str
+
+
+def discover(fake: int) -> list[Device]:
+    """The node's GPUs: ``fake`` declared ones, else what NVML reports (none if absent)."""
+    if fake:
+        return [Device(i, f"GPU-fake-{i:04d}") for i in range(fake)]
+    try:
+        import pynvml  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+        out = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            uuid = pynvml.nvmlDeviceGetUUID(handle)
+            out.append(Device(i, uuid.decode() if isinstance(uuid, bytes) else str(uuid)))
+        return out
+    except Exception:
+        return []
+
+
+def requested(container: dict[str, Any]) -> int:
+    res = container.get("resources") or {}
+    value = (res.get("limits") or {}).get(RESOURCE) or (res.get("requests") or {}).get(RESOURCE)
+    return quantity.value(value) if value else 0
+
+
+class DeviceManager:
+    def __init__(self, devices: list[Device]) -> None:
+        self.devices = devices
+        self.owners: dict[int, str] = {}
+        """device index -> "<pod uid>/<container>"."""
+
+    def _file(self, pod_dir: Path) -> Path:
+        return pod_dir / "devices.json"
+
+    def restore(self, uid: str, pod_dir: Path) -> None:
+        try:
+            saved = json.loads(self._file(pod_dir).read_text())
+        except (OSError, ValueError):
+            return
+        for container, indices in saved.items():
+            for i in indices:
+                self.owners[int(i)] = f"{uid}/{container}"
+
+    def assign(self, uid: str, container: str, count: int, pod_dir: Path) -> list[Device]:
+        if count <= 0:
+            return []
+        owner = f"{uid}/{container}"
+        mine = [d for d in self.devices if self.owners.get(d.index) == owner]
+        if len(mine) >= count:
+            return mine[:count]
+        free = [d for d in self.devices if d.index not in self.owners]
+        if len(free) + len(mine) < count:
+            raise DeviceError(
+                f"Allocate failed due to requested number of devices unavailable for "
+                f"{RESOURCE}. Requested: {count}, Available: {len(free) + len(mine)}")
+        chosen = mine + free[:count - len(mine)]
+        for d in chosen:
+            self.owners[d.index] = owner
+        self._save(uid, pod_dir)
+        return chosen
+
+    def _save(self, uid: str, pod_dir: Path) -> None:
+        saved: dict[str, list[int]] = {}
+        for index, owner in self.owners.items():
+            pod, _, container = owner.partition("/")
+            if pod == uid:
+                saved.setdefault(container, []).append(index)
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        self._file(pod_dir).write_text(json.dumps(saved))
+
+    def release(self, uid: str) -> None:
+        for index in [i for i, o in self.owners.items() if o.startswith(f"{uid}/")]:
+            del self.owners[index]
+
+
+def visible_env(devices: list[Device]) -> dict[str, str]:
+    if not devices:
+        return {}
+    indices = ",".join(str(d.index) for d in devices)
+    return {"CUDA_VISIBLE_DEVICES": indices,
+            "NVIDIA_VISIBLE_DEVICES": ",".join(d.uuid for d in devices)}
