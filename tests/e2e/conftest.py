@@ -24,6 +24,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """When an end-to-end test fails, say what the cluster looked like: pods, recent events
+    and the end of the server's log (CI runs leave nothing else behind)."""
+    report = yield
+    if report.when == "call" and report.failed:  # type: ignore[attr-defined]
+        for name in ("cluster", "fresh_cluster", "gpu_cluster"):
+            c = getattr(item, "funcargs", {}).get(name)
+            if isinstance(c, Cluster):
+                report.sections.append((f"cluster state ({name})", _state(c)))  # type: ignore[attr-defined]
+    return report  # type: ignore[no-any-return]
+
+
+def _state(c: Cluster) -> str:
+    out = []
+    for args in (("get", "pods", "-A", "-o", "wide"),
+                 ("get", "events", "-A", "--sort-by=.lastTimestamp")):
+        try:
+            p = c.kubectl(*args, check=False, timeout=10)
+            out.append(f"$ kubectl {' '.join(args)}\n{p.stdout[-6000:]}{p.stderr[-2000:]}")
+        except Exception as e:  # diagnostics must not hide the failure
+            out.append(f"$ kubectl {' '.join(args)}: {e}")
+    try:
+        out.append("server log (end):\n" + c.log_path.read_text()[-6000:])
+    except OSError as e:
+        out.append(f"server log: {e}")
+    return "\n".join(out)
+
+
 def _cluster(base: Path) -> Cluster:
     c = Cluster(data_dir=base / "data", port=free_port(), log_path=base / "server.log",
                 cache_dir=base / "home")

@@ -259,6 +259,52 @@ def test_exec_runs_in_the_container(cluster: Cluster, namespace: str) -> None:
     assert lines[0] == ["1", "sh -c sleep 3600"]  # the pod sees only its own processes
 
 
+
+def millicores(q: str) -> float:
+    if q.endswith("m"):
+        return float(q[:-1])
+    if q.endswith("n"):
+        return float(q[:-1]) / 1e6
+    if q.endswith("u"):
+        return float(q[:-1]) / 1e3
+    return float(q) * 1000
+
+
+def test_top_reports_usage(cluster: Cluster, namespace: str) -> None:
+    """kubectl top pod/node: metrics.k8s.io, measured from the pods' cgroups."""
+    burn = shell_pod(cluster, "burn", "while :; do :; done",
+                     resources={"limits": {"cpu": "300m", "memory": "64Mi"}})
+    burn["metadata"]["labels"] = {"role": "burn"}
+    apply(cluster, namespace, burn, shell_pod(cluster, "idle", "sleep 3600"))
+    for name in ("burn", "idle"):
+        wait_for(f"{name} Running", lambda n=name: pod(cluster, namespace, n)["status"]
+                 .get("phase") == "Running")
+    time.sleep(1)
+    raw = orjson.loads(cluster.kubectl(
+        "get", "--raw", f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods").stdout)
+    usage = {m["metadata"]["name"]: m["containers"][0]["usage"] for m in raw["items"]}
+    assert set(usage) == {"burn", "idle"}
+    # capped at 300m by its CFS quota, and busy for all of it that the machine gives
+    assert 50 < millicores(usage["burn"]["cpu"]) <= 400, usage
+    assert millicores(usage["idle"]["cpu"]) < 50, usage
+    assert raw["items"][0]["window"].endswith("s")
+    burn_metrics = next(m for m in raw["items"] if m["metadata"]["name"] == "burn")
+    assert burn_metrics["metadata"]["labels"] == {"role": "burn"}
+    table = cluster.kubectl("top", "pod", "-n", namespace, "--sort-by=cpu").stdout.splitlines()
+    assert table[0].split() == ["NAME", "CPU(cores)", "MEMORY(bytes)"]
+    assert table[1].split()[0] == "burn" and table[2].split()[0] == "idle"
+    by_label = cluster.kubectl("top", "pod", "-n", namespace, "-l", "role=burn",
+                               "--containers").stdout.splitlines()
+    assert by_label[0].split() == ["POD", "NAME", "CPU(cores)", "MEMORY(bytes)"]
+    assert [line.split()[:2] for line in by_label[1:]] == [["burn", "main"]]
+    nodes = cluster.kubectl("top", "node").stdout.splitlines()
+    assert nodes[0].split()[:3] == ["NAME", "CPU(cores)", "CPU(%)"]
+    row = next(line.split() for line in nodes[1:] if line.split()[0] == cluster.node_name)
+    assert millicores(row[1]) > 50 and row[2].endswith("%")
+    missing = cluster.kubectl("top", "pod", "nope", "-n", namespace, check=False)
+    assert missing.returncode != 0
+    assert 'podmetrics.metrics.k8s.io "nope" not found' in missing.stderr
+
 @pytest.fixture
 def gpu_cluster(tmp_path: Path) -> Any:
     """A server whose node declares 4 fake GPUs."""

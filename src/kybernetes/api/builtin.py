@@ -8,6 +8,7 @@ from kybernetes.api.strategy import Strategy
 
 _NO_COLLECTION = ("create", "delete", "get", "list", "patch", "update", "watch")
 _ALL = ("all",)
+_READ_ONLY = ("get", "list")
 
 # group, version, kind, plural, namespaced, short names, categories, subresources, definition
 _CORE = "io.k8s.api.core.v1."
@@ -76,6 +77,10 @@ _TABLE: list[tuple[str, str, str, str, bool, tuple[str, ...], tuple[str, ...], t
     ("kubeflow.org", "v1", "PyTorchJob", "pytorchjobs", True, (), (), ("status",),
      "org.kubeflow.v1."),
     ("kubeflow.org", "v1", "TFJob", "tfjobs", True, (), (), ("status",), "org.kubeflow.v1."),
+    ("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", False, (), (), (),
+     "io.k8s.metrics.pkg.apis.metrics.v1beta1."),
+    ("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", True, (), (), (),
+     "io.k8s.metrics.pkg.apis.metrics.v1beta1."),
 ]
 
 _VERBS = {
@@ -102,7 +107,7 @@ def build_registry() -> Registry:
             namespaced=namespaced,
             short_names=short,
             categories=cats,
-            verbs=_VERBS.get(plural, ALL_VERBS),
+            verbs=_READ_ONLY if group == "metrics.k8s.io" else _VERBS.get(plural, ALL_VERBS),
             subresources=subs,
             definition=defprefix + kind,
             strategy=Strategy(group, kind, has_status="status" in subs),

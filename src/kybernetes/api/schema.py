@@ -108,8 +108,10 @@ def builtin_definitions() -> Definitions:
                 if prop is not None:
                     prop.pop("enum", None)
     from kybernetes.api.kubeflow import DEFINITIONS as kubeflow
+    from kybernetes.api.metrics import DEFINITIONS as metrics
 
     defs.update(kubeflow)
+    defs.update(metrics)
     return Definitions(defs)
 
 

@@ -321,6 +321,10 @@ class APIServer:
         req.subresource = sub
         if res.namespaced and not ns and name:
             raise _not_found()
+        if group == "metrics.k8s.io":
+            from kybernetes.apiserver import metricsapi
+
+            return await metricsapi.serve(self, req, res, ns, name)
         return await self.dispatch(req, res, ns, name, sub)
 
     async def dispatch(self, req: Request, res: Resource, ns: str, name: str, sub: str) -> int:

@@ -79,17 +79,56 @@ async def agent_target(server: APIServer, ns: str, name: str, sub: str,
     except StatusError:
         raise StatusError.service_unavailable(
             f"node {node_name!r} of pod {name} is not registered") from None
+    endpoint = agent_endpoint(node)
+    if endpoint is None:
+        raise StatusError.service_unavailable(
+            f"node {node_name!r} does not report an agent address")
+    host, port = endpoint
+    params = [(k, v) for k, vs in query.items() if k != "container" for v in vs]
+    if params:
+        path += "?" + urlencode(params)
+    return host, port, path
+
+
+def agent_endpoint(node: Obj) -> tuple[str, int] | None:
+    """(host, port) of the node's agent, from its status (None when it reports none)."""
     status = node.get("status") or {}
     addrs = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
     host = next((addrs[t] for t in _ADDRESS_ORDER if addrs.get(t)), None)
     port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
     if not host or not port:
-        raise StatusError.service_unavailable(
-            f"node {node_name!r} does not report an agent address")
-    params = [(k, v) for k, vs in query.items() if k != "container" for v in vs]
-    if params:
-        path += "?" + urlencode(params)
-    return str(host), int(port), path
+        return None
+    return str(host), int(port)
+
+
+async def agent_get(server: APIServer, host: str, port: int, path: str) -> tuple[int, bytes]:
+    """A plain GET of ``path`` on an agent: (status code, body)."""
+    reader, writer = await _open(host, port)
+    try:
+        writer.write(_head("GET", path, f"{host}:{port}",
+                           [(b"accept", b"application/json"), (b"connection", b"close")],
+                           server.ctx.extra.get("agent_token", "")))
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        hdrs = {k.strip().lower(): v.strip() for k, _, v in
+                (line.partition(":") for line in lines[1:] if ":" in line)}
+        if "chunked" in hdrs.get("transfer-encoding", ""):
+            parts = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0",
+                           16)
+                if size == 0:
+                    break
+                parts.append((await reader.readexactly(size + 2))[:-2])
+            return status, b"".join(parts)
+        if "content-length" in hdrs:
+            return status, await reader.readexactly(int(hdrs["content-length"]))
+        return status, await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
 
 def _head(method: str, path: str, host: str, headers: list[tuple[bytes, bytes]],

@@ -11,7 +11,7 @@ from kybernetes.api import quantity
 
 ROOT = Path("/sys/fs/cgroup")
 CFS_PERIOD = 100_000
-_V1 = ("memory", "cpu", "pids")
+_V1 = ("memory", "cpu", "cpuacct", "pids")
 
 
 def version() -> int:
@@ -40,7 +40,14 @@ class Cgroups:
     def paths(self, pod_uid: str, container: str) -> list[Path]:
         rel = Path(self.prefix) / f"pod{pod_uid}" / container
         if self.version == 1:
-            return [ROOT / c / rel for c in _V1 if (ROOT / c).is_dir()]
+            # co-mounted controllers (cpu,cpuacct) share one directory: list it once
+            seen: set[Path] = set()
+            out = []
+            for c in _V1:
+                if (ROOT / c).is_dir() and (real := (ROOT / c).resolve()) not in seen:
+                    seen.add(real)
+                    out.append(ROOT / c / rel)
+            return out
         if self.version == 2:
             return [ROOT / rel]
         return []
@@ -114,10 +121,8 @@ class Cgroups:
                             if line.startswith("total_inactive_file "):
                                 inactive = int(line.split()[1])
                         mem = max(0, usage - inactive)
-                    elif kind == "cpu":
-                        acct = ROOT / "cpuacct" / path.relative_to(ROOT / "cpu")
-                        if (acct / "cpuacct.usage").exists():
-                            cpu_ns = int((acct / "cpuacct.usage").read_text())
+                    elif (path / "cpuacct.usage").exists():
+                        cpu_ns = int((path / "cpuacct.usage").read_text())
                 elif self.version == 2:
                     for line in (path / "cpu.stat").read_text().splitlines():
                         if line.startswith("usage_usec "):
@@ -128,7 +133,8 @@ class Cgroups:
     def remove(self, pod_uid: str) -> None:
         """Remove the pod's cgroups (its processes must be gone)."""
         rel = Path(self.prefix) / f"pod{pod_uid}"
-        roots = [ROOT / c / rel for c in _V1] if self.version == 1 else [ROOT / rel]
+        roots = [ROOT / c / rel for c in _V1 if not (ROOT / c).is_symlink()] \
+            if self.version == 1 else [ROOT / rel]
         for root in roots:
             if not root.exists():
                 continue

@@ -4,6 +4,8 @@
   ``tailLines``, ``timestamps``, ``sinceSeconds``, ``sinceTime``, ``limitBytes``;
 - ``GET /exec/{namespace}/{pod}/{container}`` — upgraded to WebSocket
   (``v5.channel.k8s.io``, see :mod:`kybernetes.kubelet.streams`);
+- ``GET /stats/summary`` — usage of the node and of every running container
+  (kubelet's Summary API shape, see :mod:`kybernetes.kubelet.stats`);
 - ``GET /healthz``.
 
 Requests must carry the bearer token the agent was given.
@@ -25,6 +27,7 @@ from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import parse_time
 from kybernetes.apiserver.http import HTTPServer
 from kybernetes.kubelet.logs import LogOptions, read_logs
+from kybernetes.kubelet.stats import Stats, Target
 from kybernetes.kubelet.streams import exec_session
 
 if TYPE_CHECKING:
@@ -74,6 +77,7 @@ class AgentAPI:
         self.pods = pods
         self.token = token
         self.http: HTTPServer | None = None
+        self.stats = Stats(pods.cgroups.usage)
 
     async def start(self, host: str, port: int, pki_dir: Path) -> None:
         ctx = serving_context(pki_dir, host)
@@ -92,6 +96,9 @@ class AgentAPI:
             segs = [s for s in scope["path"].split("/") if s]
             if segs == ["healthz"]:
                 await _reply(send, 200, b"ok", b"text/plain")
+            elif segs == ["stats", "summary"]:
+                summary = await self.stats.summary(self.pods.node_name, self.running())
+                await _reply(send, 200, orjson.dumps(summary), b"application/json")
             elif len(segs) == 4 and segs[0] == "containerLogs":
                 await self.logs(scope, send, segs[1], segs[2], segs[3])
             else:
@@ -124,6 +131,16 @@ class AgentAPI:
                            pid=pids[1], env=env,
                            on_error=lambda code, msg: _error_bytes(StatusError(
                                code, "BadRequest", msg)))
+
+    def running(self) -> list[Target]:
+        """Every container running now on this node."""
+        out = []
+        for uid, w in list(self.pods.workers.items()):
+            for c in (w.spec.get("containers") or []):
+                run = self.pods.runtime.current(uid, c.get("name", ""))
+                if run is not None and run.running():
+                    out.append(Target(w.namespace, w.name, uid, c["name"]))
+        return out
 
     def authorize(self, scope: Scope) -> None:
         auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
