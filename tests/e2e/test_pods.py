@@ -305,6 +305,82 @@ def test_top_reports_usage(cluster: Cluster, namespace: str) -> None:
     assert missing.returncode != 0
     assert 'podmetrics.metrics.k8s.io "nope" not found' in missing.stderr
 
+
+def local_only_server(cluster: Cluster) -> dict[str, Any]:
+    """A web server that listens on the pod's own 127.0.0.1 only."""
+    return server_pod(cluster, "local", command=[
+        "python", "-c", "import os, runpy, sys; os.chdir('/app'); "
+        "sys.argv = ['http.server', '5000', '--bind', '127.0.0.1']; "
+        "runpy.run_module('http.server', run_name='__main__')"], readinessProbe={
+            "exec": {"command": ["python", "-c", "import urllib.request as u; "
+                                 "u.urlopen('http://127.0.0.1:5000/server.py')"]},
+            "periodSeconds": 1})
+
+
+@pytest.mark.parametrize("websockets", [True, False], ids=["websocket", "spdy"])
+def test_port_forward(cluster: Cluster, namespace: str, websockets: bool) -> None:
+    """kubectl port-forward reaches a port inside the pod's network namespace (also one
+    bound to the pod's localhost), over SPDY-in-WebSocket and over the SPDY fallback."""
+    from tests.e2e.cluster import KUBECTL, free_port
+
+    apply(cluster, namespace, CODE, local_only_server(cluster))
+    wait_for("pod Ready", lambda: ready(pod(cluster, namespace, "local")))
+    good, bad = free_port(), free_port()
+    env = {**cluster.env(), "KUBECTL_PORT_FORWARD_WEBSOCKETS": str(websockets).lower()}
+    proc = subprocess.Popen(
+        [KUBECTL, f"--cache-dir={cluster.cache_dir / 'kube-cache'}", "port-forward",
+         "-n", namespace, "pod/local", f"{good}:5000", f"{bad}:5999"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith(f"Forwarding from 127.0.0.1:{good} -> 5000"), lines
+        for _ in range(3):  # one stream pair per connection
+            r = httpx.get(f"http://127.0.0.1:{good}/server.py", timeout=10)
+            assert r.status_code == 200 and r.text == SERVER
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{bad}/", timeout=10)
+        # the agent's message is shown, and kubectl gives up as it does on a real cluster
+        assert proc.wait(timeout=20) != 0
+        err = proc.stderr.read() if proc.stderr else ""
+        assert "error forwarding port 5999 to pod" in err
+        assert "dial tcp4 127.0.0.1:5999: connect: connection refused" in err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_port_forward_python_client(cluster: Cluster, namespace: str) -> None:
+    """The Python client's port-forward (v4.channel.k8s.io over WebSocket)."""
+    from kubernetes import client, config
+    from kubernetes.stream import portforward
+
+    apply(cluster, namespace, CODE, local_only_server(cluster))
+    wait_for("pod Ready", lambda: ready(pod(cluster, namespace, "local")))
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=cfg)
+    with client.ApiClient(cfg) as api:
+        core = client.CoreV1Api(api)
+        pf = portforward(core.connect_get_namespaced_pod_portforward, "local", namespace,
+                         ports="5000,5999")
+        try:
+            sock = pf.socket(5000)
+            sock.setblocking(True)
+            sock.settimeout(10)
+            sock.sendall(b"GET /server.py HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.0 200 OK") and data.endswith(SERVER.encode())
+            assert pf.error(5000) is None
+            refused = pf.socket(5999)
+            refused.setblocking(True)
+            refused.settimeout(10)
+            assert refused.recv(10) == b""
+            assert "connect: connection refused" in (pf.error(5999) or "")
+        finally:
+            pf.close()
+
 @pytest.fixture
 def gpu_cluster(tmp_path: Path) -> Any:
     """A server whose node declares 4 fake GPUs."""

@@ -4,6 +4,8 @@
   ``tailLines``, ``timestamps``, ``sinceSeconds``, ``sinceTime``, ``limitBytes``;
 - ``GET /exec/{namespace}/{pod}/{container}`` — upgraded to WebSocket
   (``v5.channel.k8s.io``, see :mod:`kybernetes.kubelet.streams`);
+- ``GET /portForward/{namespace}/{pod}`` — upgraded to WebSocket or SPDY/3.1
+  (see :mod:`kybernetes.kubelet.portforward`);
 - ``GET /stats/summary`` — usage of the node and of every running container
   (kubelet's Summary API shape, see :mod:`kybernetes.kubelet.stats`);
 - ``GET /healthz``.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -26,6 +29,7 @@ import orjson
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import parse_time
 from kybernetes.apiserver.http import HTTPServer
+from kybernetes.kubelet import portforward
 from kybernetes.kubelet.logs import LogOptions, read_logs
 from kybernetes.kubelet.stats import Stats, Target
 from kybernetes.kubelet.streams import exec_session
@@ -107,10 +111,21 @@ class AgentAPI:
             await _reply(send, e.code, orjson.dumps(e.status()), b"application/json")
 
     async def upgrade(self, scope: Scope, conn: Any) -> None:
-        """Upgraded requests: ``exec`` (and ``attach``, run as exec of nothing yet)."""
+        """Upgraded requests: ``exec`` and ``portForward``."""
         try:
             self.authorize(scope)
             segs = [s for s in scope["path"].split("/") if s]
+            if len(segs) == 3 and segs[0] == "portForward":
+                connector = self._port_forward_target(segs[1], segs[2])
+                uid = self._pod(segs[1], segs[2])["metadata"]["uid"]
+                await portforward.serve(
+                    conn, dict(scope["headers"]), scope.get("query_string", b""),
+                    connector=connector,
+                    describe=lambda port, msg: f"error forwarding port {port} to pod {uid}, "
+                                               f"uid : {msg}",
+                    on_error=lambda code, msg: _error_bytes(StatusError(
+                        code, "BadRequest", msg)))
+                return
             if len(segs) != 4 or segs[0] != "exec":
                 raise StatusError.bad_request(f"{scope['path']} cannot be upgraded here")
             _, ns, name, container = segs
@@ -131,6 +146,21 @@ class AgentAPI:
                            pid=pids[1], env=env,
                            on_error=lambda code, msg: _error_bytes(StatusError(
                                code, "BadRequest", msg)))
+
+    def _port_forward_target(self, ns: str, name: str) -> portforward.Connector:
+        pod = self._pod(ns, name)
+        netns: Path | None = None
+        if not (pod.get("spec") or {}).get("hostNetwork"):
+            netns = self.pods.network_ns(pod["metadata"]["uid"])
+            if not netns.exists():
+                raise StatusError.bad_request(
+                    f"pod {name} has no network namespace on this node (not running)")
+        ns_path = netns
+
+        async def connector(port: int) -> socket.socket:
+            return await portforward.connect(ns_path, port)
+
+        return connector
 
     def running(self) -> list[Target]:
         """Every container running now on this node."""

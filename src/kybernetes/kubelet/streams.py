@@ -92,12 +92,14 @@ class FrameReader:
                 out.append((op, payload))
 
 
-def handshake(headers: dict[bytes, bytes]) -> tuple[bytes, str] | None:
-    """The 101 answer and the chosen subprotocol, or None if no protocol fits."""
+def handshake(headers: dict[bytes, bytes], protocols: tuple[str, ...] = PROTOCOLS
+              ) -> tuple[bytes, str] | None:
+    """The 101 answer and the chosen subprotocol (the first of ``protocols`` the client
+    offers), or None if none fits."""
     key = headers.get(b"sec-websocket-key", b"")
     offered = [p.strip() for p in headers.get(b"sec-websocket-protocol", b"").decode()
                .split(",")]
-    proto = next((p for p in PROTOCOLS if p in offered), None)
+    proto = next((p for p in protocols if p in offered), None)
     if not key or proto is None:
         return None
     accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
