@@ -42,7 +42,7 @@ class Cluster:
     node_name: str = "kyb-test-node"
     agent_port: int = field(default_factory=free_port)
     pod_cidr: str = field(default_factory=lambda: f"10.42.{random.randint(100, 250)}.0/24")
-    """Each test server's own range: several may run side by side on the one bridge."""
+    """Each test server's own range (and so its own bridge): several may run side by side."""
     extra_args: list[str] = field(default_factory=list)
 
     @property

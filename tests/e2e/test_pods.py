@@ -381,6 +381,28 @@ def test_port_forward_python_client(cluster: Cluster, namespace: str) -> None:
         finally:
             pf.close()
 
+
+def test_two_servers_share_the_machine(cluster: Cluster, namespace: str,
+                                       fresh_cluster: Cluster) -> None:
+    """Two servers on one machine: each node's pods on its own bridge; starting and
+    cleaning up one leaves the other's pods (namespaces, addresses, bridge) alone."""
+    apply(cluster, namespace, CODE, server_pod(cluster, "a"))
+    first = wait_for("pod a Ready", lambda: (p := pod(cluster, namespace, "a")) and
+                     ready(p) and p)
+    other = fresh_cluster
+    apply(other, "default", CODE, server_pod(other, "b"))
+    second = wait_for("pod b Ready", lambda: (p := pod(other, "default", "b")) and
+                      ready(p) and p)
+    for p in (first, second):
+        ip = p["status"]["podIP"]
+        assert httpx.get(f"http://{ip}:5000/", timeout=5).text.startswith(
+            f"pod={p['metadata']['name']}")
+    other.stop()
+    other.killall()  # kills b and releases what only it held
+    ip = first["status"]["podIP"]
+    assert httpx.get(f"http://{ip}:5000/", timeout=5).text.startswith("pod=a")
+    assert ready(pod(cluster, namespace, "a"))
+
 @pytest.fixture
 def gpu_cluster(tmp_path: Path) -> Any:
     """A server whose node declares 4 fake GPUs."""

@@ -1,7 +1,8 @@
 """Admission: what the API server does on writes beyond one object's own rules.
 
 NamespaceLifecycle (no new objects in missing or terminating namespaces), Service
-address allocation, Pod priority and service account defaults.
+address allocation, Pod priority and service account defaults, the default StorageClass
+of claims and the protection finalizers of claims and volumes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from kybernetes.api import storage
 from kybernetes.api.errors import FieldError, StatusError
 from kybernetes.api.registry import Resource
 from kybernetes.apiserver.allocators import AllocationError
@@ -37,6 +39,32 @@ async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool) 
         _allocate_service(ctx, obj, None, dry_run=dry_run)
     elif res.group == "" and res.kind == "Pod":
         await _admit_pod(ctx, obj)
+    elif res.group == "" and res.kind == "PersistentVolumeClaim":
+        await _admit_claim(ctx, obj)
+    elif res.group == "" and res.kind == "PersistentVolume":
+        _add_finalizer(obj, storage.PV_PROTECTION)
+
+
+def _add_finalizer(obj: Obj, name: str) -> None:
+    """StorageObjectInUseProtection: claims and volumes in use are not removed."""
+    finalizers = obj["metadata"].setdefault("finalizers", [])
+    if name not in finalizers:
+        finalizers.append(name)
+
+
+async def _admit_claim(ctx: Context, claim: Obj) -> None:
+    """DefaultStorageClass: a claim that names no class (the field absent, not "") gets
+    the default one."""
+    spec = claim.setdefault("spec", {})
+    if "storageClassName" not in spec and "volume.beta.kubernetes.io/storage-class" not in \
+            (claim["metadata"].get("annotations") or {}):
+        res = ctx.registry.get("storage.k8s.io", "v1", "storageclasses")
+        if res is not None:
+            page = await ctx.backend.list(res.key_prefix())
+            default = storage.default_class([orjson.loads(kv.value) for kv in page.items])
+            if default is not None:
+                spec["storageClassName"] = default["metadata"]["name"]
+    _add_finalizer(claim, storage.PVC_PROTECTION)
 
 
 async def admit_update(ctx: Context, res: Resource, new: Obj, old: Obj, *, dry_run: bool) -> None:

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
+from kybernetes.api import storage
 from kybernetes.api.errors import StatusError
 from kybernetes.api.registry import Resource
 from kybernetes.apiserver.context import Options
@@ -76,6 +77,13 @@ class Bootstrap:
             "spec": {"type": "ClusterIP", "clusterIP": svc_ip, "sessionAffinity": "None",
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                                 "targetPort": self.port}]}})
+        # the node agents provision its volumes (a directory under their data dir)
+        await self._ensure(self._res("storage.k8s.io", "v1", "storageclasses"), "", {
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": storage.DEFAULT_CLASS,
+                         "annotations": {storage.ANN_DEFAULT_CLASS: "true"}},
+            "provisioner": storage.LOCAL_PATH, "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer"})
         if ipaddress.ip_address(self.address).is_loopback:
             # Endpoints may not name loopback addresses; pods could not use them anyway.
             log.info("advertise address %s is loopback: no endpoints for the kubernetes "

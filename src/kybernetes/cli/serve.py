@@ -107,16 +107,21 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None
     """
     await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.garbagecollector")
     await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.namespace")
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.persistentvolume")
     from kybernetes.client import Client
     from kybernetes.controllers.garbagecollector import GarbageCollector
     from kybernetes.controllers.namespace import NamespaceController
+    from kybernetes.controllers.persistentvolume import PersistentVolumeController
 
     client = Client.from_kubeconfig(cp.kubeconfig_path)
     gc = GarbageCollector(client)
     namespaces = NamespaceController(client)
+    volumes = PersistentVolumeController(client)
     await gc.start()
     await namespaces.start()
-    stoppers: list[Callable[[], Awaitable[None]]] = [client.aclose, gc.stop, namespaces.stop]
+    await volumes.start()
+    stoppers: list[Callable[[], Awaitable[None]]] = [client.aclose, gc.stop, namespaces.stop,
+                                                     volumes.stop]
     if agent is not None:
         await asyncio.to_thread(importlib.import_module, "kybernetes.kubelet.agent")
         try:

@@ -19,6 +19,7 @@ from kybernetes.api.meta import rfc3339_micro
 from kybernetes.client import Client
 from kybernetes.kubelet.node import NodeConfig, node_object, node_status
 from kybernetes.kubelet.pods import PodManager
+from kybernetes.kubelet.provisioner import LocalPathProvisioner
 from kybernetes.kubelet.server import AgentAPI
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class NodeAgent:
         self.run_pods = run_pods
         self.node: Obj | None = None
         self.pods: PodManager | None = None
+        self.provisioner: LocalPathProvisioner | None = None
         self.api: AgentAPI | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -130,11 +132,16 @@ class NodeAgent:
             await self.api.start(self.cfg.bind_address, self.cfg.port,
                                  self.cfg.data_dir / "pki")
             await self.pods.start()
+            self.provisioner = LocalPathProvisioner(self.client, node_name=self.cfg.name,
+                                                    root=self.cfg.data_dir / "volumes")
+            await self.provisioner.start()
 
     async def stop(self) -> None:
         """Stop the agent; the pods it runs keep running and are adopted on restart."""
         await cancel_and_wait(*self._tasks)
         self._tasks = []
+        if self.provisioner is not None:
+            await self.provisioner.stop()
         if self.pods is not None:
             await self.pods.stop()
         if self.api is not None:

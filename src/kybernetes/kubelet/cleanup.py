@@ -60,12 +60,22 @@ def kill_all(data_dir: Path) -> list[str]:
 
 
 def release_host_network() -> None:
-    """Remove the bridge and the local routes once no pod network namespace is left."""
-    from kybernetes.kubelet.network import BRIDGE, NETNS_DIR
+    """Remove the pod bridges no pod is attached to, and the local routes once no pod
+    network namespace is left."""
+    from kybernetes.kubelet.network import BRIDGE_PREFIX, NETNS_DIR
 
+    links = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"],
+                           capture_output=True, text=True, check=False).stdout
+    for line in links.splitlines():
+        name = line.split(":", 2)[1].strip().split("@")[0] if ":" in line else ""
+        if not name.startswith(BRIDGE_PREFIX) or name.startswith("kyb-"):
+            continue
+        members = subprocess.run(["ip", "-o", "link", "show", "master", name],
+                                 capture_output=True, text=True, check=False).stdout
+        if not members.strip():
+            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
     if NETNS_DIR.exists() and any(p.name.startswith("kyb-") for p in NETNS_DIR.iterdir()):
         return
-    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
     for cidr in ("10.42.0.0/16", "10.96.0.0/12"):
         subprocess.run(["ip", "route", "del", "unreachable", cidr], capture_output=True,
                        check=False)

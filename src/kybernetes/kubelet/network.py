@@ -1,7 +1,9 @@
 """Pod networking: one network namespace per pod, wired by the CNI ``bridge``,
 ``host-local`` and ``loopback`` plugins (Debian's containernetworking-plugins).
 
-The node's pod range is a /24 on the bridge ``kyb0``. The whole pod range (10.42.0.0/16)
+The node's pod range is a /24 on a bridge of its own (``kyb`` and the range's address in
+hex, e.g. ``kyb0a2a0000``: a bridge holds one IPv4 gateway, so two agents on one machine
+need two bridges). The whole pod range (10.42.0.0/16)
 and the service range (10.96.0.0/12) also get ``unreachable`` routes on the host, so that
 no packet for them can ever leave through the default gateway.
 """
@@ -9,6 +11,7 @@ no packet for them can ever leave through the default gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -28,7 +31,13 @@ async def run_process(argv: list[str], *, env: dict[str, str] | None = None,
                                    env=env, check=False)
 
 CNI_PATHS = ("/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni")
-BRIDGE = "kyb0"
+BRIDGE_PREFIX = "kyb"
+
+
+def bridge_name(pod_cidr: str) -> str:
+    """The bridge of a node's pod range (at most 15 characters, as Linux allows)."""
+    net = ipaddress.ip_network(pod_cidr, strict=False)
+    return f"{BRIDGE_PREFIX}{int(net.network_address):08x}"
 NETNS_DIR = Path("/var/run/netns")
 
 
@@ -59,6 +68,7 @@ class PodNetwork:
                  service_cidr: str = "10.96.0.0/12") -> None:
         self.data_dir = data_dir
         self.pod_cidr = ipaddress.ip_network(pod_cidr)
+        self.bridge = bridge_name(pod_cidr)
         self.cluster_cidr = cluster_cidr
         self.service_cidr = service_cidr
         self.cni_dir = next((p for p in CNI_PATHS if Path(p, "bridge").exists()), "")
@@ -70,7 +80,7 @@ class PodNetwork:
 
     def _bridge_conf(self) -> bytes:
         return json.dumps({
-            "cniVersion": "1.0.0", "name": "kybernetes", "type": "bridge", "bridge": BRIDGE,
+            "cniVersion": "1.0.0", "name": "kybernetes", "type": "bridge", "bridge": self.bridge,
             "isGateway": True, "ipMasq": False, "hairpinMode": True,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": str(self.pod_cidr),
                                                          "gateway": self.gateway}]],
@@ -142,6 +152,18 @@ class PodNetwork:
             env["CNI_NETNS"] = ""
             await _run(f"{self.cni_dir}/bridge", env=env, stdin=self._bridge_conf(),
                        check=False)
+
+    def allocated_pods(self) -> set[str]:
+        """Pod uids holding an address from this node's range (host-local's records:
+        one file per address, naming the container)."""
+        out = set()
+        root = self.data_dir / "ipam"
+        if root.exists():
+            for f in root.rglob("*"):
+                if f.is_file() and f.name[:1].isdigit():
+                    with contextlib.suppress(OSError):
+                        out.add(f.read_text(errors="ignore").split("\n", 1)[0].strip())
+        return out
 
     def known_pods(self) -> list[str]:
         """Pod uids with a network namespace on this node."""

@@ -22,6 +22,7 @@ from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339
 from kybernetes.client import Client, Informer
+from kybernetes.client.events import EventRecorder
 from kybernetes.kubelet import env as envmod
 from kybernetes.kubelet import images as imagesmod
 from kybernetes.kubelet.cgroups import Cgroups
@@ -69,8 +70,10 @@ class PodWorker:
         self.containers: dict[str, ContainerState] = {}
         self.pod_ip = ""
         self.volumes = Volumes(mgr.runtime.pod_dir(uid), mgr.get_object,
-                               node_allocatable=mgr.node_allocatable)
+                               node_allocatable=mgr.node_allocatable, node_name=mgr.node_name)
         self.last_status: Obj | None = None
+        self.volume_paths: dict[str, Path] = {}
+        """Each volume's directory on the node, as its last set-up found it."""
         self.gone = False
         self.task: asyncio.Task[None] | None = None
         self.events_sent: set[tuple[str, str]] = set()
@@ -191,7 +194,7 @@ class PodWorker:
                 return False
         self.write_etc()
         try:
-            await self.volumes.setup(self.pod)
+            self.volume_paths = await self.volumes.setup(self.pod)
         except VolumeError as e:
             await self.event("FailedMount", f"MountVolume.SetUp failed: {e}", typ="Warning",
                              once=True)
@@ -342,10 +345,15 @@ class PodWorker:
         for vol in self.spec.get("volumes") or []:
             if "hostPath" in vol:
                 vol_paths[vol["name"]] = Path((vol["hostPath"] or {}).get("path", "/"))
+        vol_paths.update(self.volume_paths)
+        read_only = {v["name"] for v in self.spec.get("volumes") or []
+                     if (v.get("persistentVolumeClaim") or {}).get("readOnly")}
         for m in c.get("volumeMounts") or []:
             src = vol_paths.get(m.get("name", ""))
             if src is None:
                 continue
+            if m.get("name") in read_only:
+                m = {**m, "readOnly": True}
             if m.get("subPath"):
                 src = src / envmod.expand(m["subPath"], env)
                 if not src.exists():
@@ -653,6 +661,7 @@ class PodManager:
         self.pods = Informer(client, "v1", "pods", field_selector=f"spec.nodeName={node_name}")
         self.services = Informer(client, "v1", "services")
         self._cache: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
+        self.recorder = EventRecorder(client, "kubelet", host=node_name)
         self._tasks: list[asyncio.Task[Any]] = []
 
     def network_ns(self, uid: str) -> Path:
@@ -671,7 +680,10 @@ class PodManager:
             if e.code != 404:
                 raise
             obj = None
-        self._cache[key] = (time.monotonic(), obj)
+        if plural != "persistentvolumeclaims" or \
+                (obj is not None and (obj.get("status") or {}).get("phase") == "Bound"):
+            # a claim is looked up again until it is bound (the pod waits on it)
+            self._cache[key] = (time.monotonic(), obj)
         return copy.deepcopy(obj) if obj is not None else None
 
     def service_env(self, pod: Obj) -> dict[str, str]:
@@ -703,25 +715,8 @@ class PodManager:
 
     async def event(self, pod: Obj, reason: str, message: str, *, typ: str = "Normal",
                     field_path: str = "") -> None:
-        md = pod["metadata"]
-        now = rfc3339(time.time())
-        involved: Obj = {"apiVersion": "v1", "kind": "Pod", "name": md.get("name"),
-                         "namespace": md.get("namespace"), "uid": md.get("uid"),
-                         "resourceVersion": md.get("resourceVersion", "")}
-        if field_path:
-            involved["fieldPath"] = field_path
-        # named as kubelet names them: <object>.<unique hex>
-        name = f"{md.get('name')}.{time.time_ns():x}"
-        ev = {"apiVersion": "v1", "kind": "Event",
-              "metadata": {"name": name, "namespace": md.get("namespace")},
-              "involvedObject": involved, "reason": reason, "message": message, "type": typ,
-              "source": {"component": "kubelet", "host": self.node_name},
-              "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-              "reportingComponent": "kubelet", "reportingInstance": self.node_name}
-        try:
-            await self.client.create("v1", "events", ev, namespace=md.get("namespace"))
-        except StatusError as e:
-            log.debug("event %s for %s: %s", reason, md.get("name"), e.message)
+        await self.recorder.emit({**pod, "kind": "Pod", "apiVersion": "v1"}, typ, reason,
+                                 message, field_path=field_path)
 
     # -- informer callbacks --------------------------------------------------------------
 
@@ -766,8 +761,11 @@ class PodManager:
         live = {p["metadata"].get("uid") for p in self.pods.list()}
         for uid in live:
             self.devices.restore(str(uid), self.runtime.pod_dir(str(uid)))
-        known = set(self.runtime.known_pods()) | set(self.network.known_pods()) | \
-            set(self.cgroups.known_pods())
+        # network namespaces and cgroups are the machine's: only those of pods this agent
+        # ran (its pod dirs, its addresses) are its to clean; other agents may share it
+        mine = set(self.runtime.known_pods()) | self.network.allocated_pods()
+        known = set(self.runtime.known_pods()) | \
+            (mine & (set(self.network.known_pods()) | set(self.cgroups.known_pods())))
         for uid in known - live:
             log.info("cleaning up what is left of pod %s", uid)
             orphan = PodWorker(self, uid, {"metadata": {"uid": uid, "name": uid,

@@ -17,12 +17,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from kybernetes.api import storage
 from kybernetes.kubelet.env import ConfigError, field_value, resource_value
 
 Obj = dict[str, Any]
 Getter = Callable[[str, str, str], Awaitable[Obj | None]]
 
 DEFAULT_MODE = 0o644
+_PV_COMMON = {"capacity", "accessModes", "claimRef", "persistentVolumeReclaimPolicy",
+              "storageClassName", "mountOptions", "volumeMode", "nodeAffinity",
+              "volumeAttributesClassName"}
 
 
 class VolumeError(Exception):
@@ -89,8 +93,9 @@ def _items(data: dict[str, bytes], items: list[Obj] | None, default_mode: int,
 class Volumes:
     def __init__(self, pod_dir: Path, get: Getter, *, ca_pem: bytes = b"",
                  token: Callable[[Obj], Awaitable[str]] | None = None,
-                 node_allocatable: dict[str, str] | None = None) -> None:
+                 node_allocatable: dict[str, str] | None = None, node_name: str = "") -> None:
         self.pod_dir = pod_dir
+        self.node_name = node_name
         self.get = get
         self.ca_pem = ca_pem
         self.token = token
@@ -190,12 +195,45 @@ class Volumes:
                 write_atomic_dir(target, files)
                 out[name] = target
             elif "persistentVolumeClaim" in vol:
-                raise VolumeError("persistentVolumeClaim volumes are not supported yet on "
-                                  "this node")
+                out[name] = await self._claim_path(pod, vol["persistentVolumeClaim"] or {})
             else:
                 kinds = [k for k in vol if k != "name"]
                 raise VolumeError(f"unsupported volume type {kinds[0] if kinds else '?'}")
         return out
+
+    async def _claim_path(self, pod: Obj, src: Obj) -> Path:
+        """The directory of the volume bound to the claim (hostPath or local)."""
+        ns = pod["metadata"].get("namespace", "default")
+        claim_name = src.get("claimName", "")
+        claim = await self.get("persistentvolumeclaims", ns, claim_name)
+        if claim is None:
+            raise VolumeError(f'persistentvolumeclaim "{claim_name}" not found')
+        if claim["metadata"].get("deletionTimestamp"):
+            raise VolumeError(f'persistentvolumeclaim "{claim_name}" is being deleted')
+        volume_name = (claim.get("spec") or {}).get("volumeName")
+        if (claim.get("status") or {}).get("phase") != "Bound" or not volume_name:
+            raise VolumeError(f'persistentvolumeclaim "{claim_name}" is not bound yet')
+        volume = await self.get("persistentvolumes", "", volume_name)
+        if volume is None:
+            raise VolumeError(f'persistentvolume "{volume_name}" not found')
+        if not storage.node_allowed(volume, self.node_name):
+            raise VolumeError(f'persistentvolume "{volume_name}" has a node affinity that '
+                              f'does not allow node "{self.node_name}"')
+        spec = volume.get("spec") or {}
+        if "hostPath" in spec:
+            path = Path((spec["hostPath"] or {}).get("path", ""))
+            if (spec["hostPath"] or {}).get("type") == "DirectoryOrCreate":
+                path.mkdir(parents=True, exist_ok=True)
+        elif "local" in spec:
+            path = Path((spec["local"] or {}).get("path", ""))
+        else:
+            kinds = [k for k in spec if k not in _PV_COMMON]
+            raise VolumeError(f'persistentvolume "{volume_name}": volume type '
+                              f'{kinds[0] if kinds else "?"} is not supported by this node')
+        if not path.is_dir():
+            raise VolumeError(f'persistentvolume "{volume_name}": path "{path}" does not '
+                              "exist on this node")
+        return path
 
     def teardown(self) -> None:
         for target in list(self.tmpfs_mounted):
