@@ -403,6 +403,55 @@ def test_two_servers_share_the_machine(cluster: Cluster, namespace: str,
     assert httpx.get(f"http://{ip}:5000/", timeout=5).text.startswith("pod=a")
     assert ready(pod(cluster, namespace, "a"))
 
+
+def test_lifecycle_hooks(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """postStart runs in the container before it counts as started; preStop runs before
+    SIGTERM on deletion; a failing postStart kills the container."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = ("until [ -f /tmp/post-start ]; do sleep 0.1; done; echo saw-post-start >> "
+              "/out/log; trap 'echo term >> /out/log; exit 0' TERM; "
+              "while :; do sleep 0.1; done")
+    hooked = shell_pod(cluster, "hooked", script, lifecycle={
+        "postStart": {"exec": {"command": ["sh", "-c", "touch /tmp/post-start"]}},
+        "preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop >> /out/log"]}}},
+        volumeMounts=[{"name": "out", "mountPath": "/out"}])
+    hooked["spec"]["terminationGracePeriodSeconds"] = 10
+    hooked["spec"]["volumes"] = [{"name": "out", "hostPath": {"path": str(out)}}]
+    failing = shell_pod(cluster, "failing", "sleep 3600", restart="Never", lifecycle={
+        "postStart": {"exec": {"command": ["sh", "-c", "echo nope; exit 3"]}}})
+    apply(cluster, namespace, hooked, failing)
+    wait_for("the post-start hook's mark", lambda: (out / "log").exists() and
+             "saw-post-start" in (out / "log").read_text())
+    cluster.kubectl("delete", "pod", "hooked", "-n", namespace, "--timeout=30s")
+    assert (out / "log").read_text().split() == ["saw-post-start", "pre-stop", "term"]
+
+    st = wait_for("the failing pod to fail", lambda: (s := pod(
+        cluster, namespace, "failing").get("status") or {}).get("phase") == "Failed" and s)
+    assert "terminated" in st["containerStatuses"][0]["state"]
+    events = {e["reason"]: e["message"] for e in cluster.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector",
+        "involvedObject.name=failing")["items"]}
+    assert "exited with 3" in events["FailedPostStartHook"] or \
+        "nope" in events["FailedPostStartHook"]
+    assert events["Killing"] == "FailedPostStartHook"
+
+
+def test_active_deadline_seconds(cluster: Cluster, namespace: str) -> None:
+    """A pod running past activeDeadlineSeconds is stopped and Failed (DeadlineExceeded)."""
+    p = shell_pod(cluster, "deadline", "sleep 3600")
+    p["spec"]["activeDeadlineSeconds"] = 2
+    apply(cluster, namespace, p)
+    st = wait_for("DeadlineExceeded", lambda: (s := pod(
+        cluster, namespace, "deadline").get("status") or {}).get("phase") == "Failed" and s)
+    assert st["reason"] == "DeadlineExceeded"
+    assert st["message"] == "Pod was active on the node longer than the specified deadline"
+    assert "terminated" in st["containerStatuses"][0]["state"]
+    reasons = {e["reason"] for e in cluster.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector",
+        "involvedObject.name=deadline")["items"]}
+    assert "DeadlineExceeded" in reasons
+
 @pytest.fixture
 def gpu_cluster(tmp_path: Path) -> Any:
     """A server whose node declares 4 fake GPUs."""

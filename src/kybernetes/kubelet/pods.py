@@ -28,7 +28,7 @@ from kybernetes.kubelet import images as imagesmod
 from kybernetes.kubelet.cgroups import Cgroups
 from kybernetes.kubelet.devices import DeviceError, DeviceManager, discover, requested, visible_env
 from kybernetes.kubelet.network import NetworkError, PodNetwork
-from kybernetes.kubelet.probes import ProbeState, run_probe
+from kybernetes.kubelet.probes import ProbeState, run_hook, run_probe
 from kybernetes.kubelet.runtime import ContainerRuntime, Run
 from kybernetes.kubelet.shim import ShimError, Spec
 from kybernetes.kubelet.volumes import VolumeError, Volumes
@@ -141,6 +141,22 @@ class PodWorker:
             return RESYNC
         now = time.monotonic()
         next_check = RESYNC
+        if not self.start_time:
+            self.start_time = (self.pod.get("status") or {}).get("startTime") or \
+                rfc3339(time.time())
+        deadline = self.spec.get("activeDeadlineSeconds")
+        if deadline is not None and phase not in ("Succeeded", "Failed"):
+            left = _epoch(self.start_time) + float(deadline) - time.time()
+            if left <= 0:
+                # as kubelet: the pod fails for good, its containers are stopped
+                msg = "Pod was active on the node longer than the specified deadline"
+                await self.event("DeadlineExceeded", msg, once=True)
+                await self.terminate(self.grace())
+                self.rejected = ("DeadlineExceeded", msg)
+                await self.write_status()
+                await self.release_sandbox()
+                return RESYNC
+            next_check = min(next_check, left)
         if not await self.ensure_sandbox():
             await self.write_status()
             return 2.0
@@ -392,6 +408,50 @@ class PodWorker:
         st.probe_run = run.number
         await self.event("Created", f"Created container: {c['name']}", field_path=fp)
         await self.event("Started", f"Started container {c['name']}", field_path=fp)
+        failure = await self.hook(c, "postStart", run, timeout=max(30.0, self.grace()))
+        if failure is not None:
+            # as kubelet: the container is killed, its restart policy decides what follows
+            await self.event("FailedPostStartHook", failure, typ="Warning", field_path=fp)
+            await self.event("Killing", "FailedPostStartHook", field_path=fp)
+            await self.mgr.runtime.stop(run, grace=self.grace())
+
+    def grace(self) -> float:
+        return float(self.spec.get("terminationGracePeriodSeconds", 30) or 0)
+
+    async def hook(self, c: Obj, kind: str, run: Run, *, timeout: float) -> str | None:
+        """Run the container's ``postStart``/``preStop`` hook; the failure message if it
+        failed (None if it succeeded or there is none)."""
+        handler = (c.get("lifecycle") or {}).get(kind)
+        if not handler:
+            return None
+        pids = run.pids()
+        ok, msg = await run_hook(handler, c, pod_ip=self.pod_ip,
+                                 container_pid=pids[1] if pids else None,
+                                 env=self.state(c["name"]).env, timeout=timeout)
+        if ok:
+            return None
+        label = "PostStartHook" if kind == "postStart" else "PreStopHook"
+        if "exec" in handler:
+            return (f"Exec lifecycle hook ({handler['exec'].get('command')}) for Container "
+                    f'"{c["name"]}" in Pod "{self.name}_{self.namespace}({self.uid})" failed - '
+                    f'error: {msg}')
+        if "httpGet" in handler:
+            return (f"HTTP lifecycle hook ({(handler['httpGet'] or {}).get('path', '/')}) for "
+                    f'Container "{c["name"]}" in Pod "{self.name}_{self.namespace}({self.uid})" '
+                    f"failed - error: {msg}")
+        return f"{label} failed: {msg}"
+
+    async def stop_container(self, c: Obj, run: Run, grace: float) -> None:
+        """preStop hook, then SIGTERM; SIGKILL once ``grace`` seconds (both together) have
+        passed — 2 s more if the hook used them all, as kubelet allows."""
+        start = time.monotonic()
+        if grace > 0:
+            failure = await self.hook(c, "preStop", run, timeout=grace)
+            if failure is not None:
+                await self.event("FailedPreStopHook", failure, typ="Warning",
+                                 field_path=self.field_path(c))
+        left = grace - (time.monotonic() - start)
+        await self.mgr.runtime.stop(run, grace=left if left > 0 else min(grace, 2.0))
 
     async def check_probes(self, c: Obj, run: Run, now: float) -> float:
         st = self.state(c["name"])
@@ -426,8 +486,7 @@ class PodWorker:
                     await self.event("Killing", f"Container {c['name']} failed "
                                      f"{label.lower()} probe, will be restarted",
                                      field_path=self.field_path(c))
-                    await self.mgr.runtime.stop(run, grace=float(
-                        self.spec.get("terminationGracePeriodSeconds", 30) or 0))
+                    await self.stop_container(c, run, self.grace())
                     return 0.05
             nxt = min(nxt, max(0.05, ps.next_at - time.monotonic()))
         startup = st.probes.get("startupProbe")
@@ -453,7 +512,7 @@ class PodWorker:
         for c, _ in runs:
             await self.event("Killing", f"Stopping container {c['name']}",
                              field_path=self.field_path(c))
-        await asyncio.gather(*(self.mgr.runtime.stop(r, grace=grace) for _, r in runs))
+        await asyncio.gather(*(self.stop_container(c, r, grace) for c, r in runs))
 
     async def finish_deletion(self) -> None:
         """Everything is stopped: release the node's resources and let the pod go."""
@@ -506,8 +565,8 @@ class PodWorker:
                 term = {"exitCode": 137, "reason": "ContainerStatusUnknown",
                         "message": "The container could not be located when the pod was "
                                    "terminated", "startedAt": started, "finishedAt": started}
-            if self.restart_allowed(cur, init=init) and not self.pod["metadata"].get(
-                    "deletionTimestamp"):
+            if self.restart_allowed(cur, init=init) and self.rejected is None and \
+                    not self.pod["metadata"].get("deletionTimestamp"):
                 reason, msg = st.waiting or ("ContainerCreating", "")
                 out["state"] = {"waiting": {"reason": reason,
                                             **({"message": msg} if msg else {})}}

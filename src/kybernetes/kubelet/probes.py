@@ -90,6 +90,19 @@ async def run_probe(spec: Obj, container: Obj, *, pod_ip: str, container_pid: in
     return False, "probe has no handler"
 
 
+async def run_hook(handler: Obj, container: Obj, *, pod_ip: str, container_pid: int | None,
+                   env: list[str], timeout: float) -> tuple[bool, str]:
+    """Run a lifecycle hook (``exec``, ``httpGet`` or ``sleep``) once, within ``timeout``:
+    (succeeded, why not)."""
+    if "sleep" in handler:
+        await asyncio.sleep(min(timeout, float((handler["sleep"] or {}).get("seconds") or 0)))
+        return True, ""
+    if not any(k in handler for k in ("exec", "httpGet", "tcpSocket")):
+        return False, "lifecycle hook has no handler"
+    return await run_probe({**handler, "timeoutSeconds": max(timeout, 0.001)}, container,
+                           pod_ip=pod_ip, container_pid=container_pid, env=env)
+
+
 async def _http(get: Obj, container: Obj, pod_ip: str, timeout: float) -> tuple[bool, str]:
     host = get.get("host") or pod_ip
     port = _port(get.get("port"), container)
