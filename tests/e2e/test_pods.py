@@ -452,6 +452,28 @@ def test_active_deadline_seconds(cluster: Cluster, namespace: str) -> None:
         "involvedObject.name=deadline")["items"]}
     assert "DeadlineExceeded" in reasons
 
+
+def test_termination_messages(cluster: Cluster, namespace: str) -> None:
+    """The file at terminationMessagePath becomes the terminated state's message; with
+    FallbackToLogsOnError an error exit without one shows the end of the log."""
+    wrote = shell_pod(cluster, "wrote", "echo 'model saved to /models/v3' > "
+                      "/dev/termination-log; exit 0", restart="Never")
+    custom = shell_pod(cluster, "custom", "mkdir -p /tmp/x; echo custom path > /tmp/x/msg; "
+                       "exit 2", restart="Never", terminationMessagePath="/tmp/x/msg")
+    fallback = shell_pod(cluster, "fallback", "echo first; echo 'CUDA out of memory'; exit 1",
+                         restart="Never", terminationMessagePolicy="FallbackToLogsOnError")
+    apply(cluster, namespace, wrote, custom, fallback)
+
+    def message(name: str) -> Any:
+        st = (pod(cluster, namespace, name).get("status") or {}).get("containerStatuses")
+        term = st and st[0]["state"].get("terminated")
+        return term and (term.get("message") or "-")
+
+    assert wait_for("wrote", lambda: message("wrote")) == "model saved to /models/v3\n"
+    assert wait_for("custom", lambda: message("custom")) == "custom path\n"
+    assert wait_for("fallback", lambda: message("fallback")) == \
+        "first\nCUDA out of memory\n"
+
 @pytest.fixture
 def gpu_cluster(tmp_path: Path) -> Any:
     """A server whose node declares 4 fake GPUs."""

@@ -27,6 +27,7 @@ from kybernetes.kubelet import env as envmod
 from kybernetes.kubelet import images as imagesmod
 from kybernetes.kubelet.cgroups import Cgroups
 from kybernetes.kubelet.devices import DeviceError, DeviceManager, discover, requested, visible_env
+from kybernetes.kubelet.logs import parse_line
 from kybernetes.kubelet.network import NetworkError, PodNetwork
 from kybernetes.kubelet.probes import ProbeState, run_hook, run_probe
 from kybernetes.kubelet.runtime import ContainerRuntime, Run
@@ -375,6 +376,15 @@ class PodWorker:
                 if not src.exists():
                     src.mkdir(parents=True, exist_ok=True)
             spec.binds.append((str(src), m.get("mountPath", "/"), bool(m.get("readOnly"))))
+        # the termination message: a file of this run, where the container expects it
+        runs = self.mgr.runtime.runs(self.uid, c["name"])
+        number = runs[-1].number + 1 if runs else 0
+        message = message_file(self.mgr.runtime.pod_dir(self.uid), c["name"], number)
+        message.parent.mkdir(parents=True, exist_ok=True)
+        message.touch()
+        os.chmod(message, 0o666)
+        spec.binds.append((str(message), c.get("terminationMessagePath") or
+                           "/dev/termination-log", False))
         spec.tmpfs.append(("/tmp", "0"))
         spec.workdir = c.get("workingDir") or image.workdir
         sc = {**(self.spec.get("securityContext") or {}), **(c.get("securityContext") or {})}
@@ -560,7 +570,7 @@ class PodWorker:
             last = previous
         else:
             if ended is not None:
-                term = self.terminated(c, ended, started)
+                term = self.terminated(c, ended, started, cur)
             else:
                 term = {"exitCode": 137, "reason": "ContainerStatusUnknown",
                         "message": "The container could not be located when the pod was "
@@ -578,10 +588,11 @@ class PodWorker:
             le = last.exit()
             if le is not None:
                 out["lastState"] = {"terminated": self.terminated(
-                    c, le, rfc3339(last.started_at()))}
+                    c, le, rfc3339(last.started_at()), last)}
         return out
 
-    def terminated(self, c: Obj, ended: tuple[int, int, str], started: str) -> Obj:
+    def terminated(self, c: Obj, ended: tuple[int, int, str], started: str,
+                   run: Run | None = None) -> Obj:
         code, sig, finished = ended
         oom = code == 137 and self.mgr.cgroups.oom_killed(self.uid, c["name"])
         reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
@@ -589,6 +600,10 @@ class PodWorker:
                     "finishedAt": finished}
         if sig:
             out["signal"] = sig
+        if run is not None:
+            message = termination_message(run, code, c.get("terminationMessagePolicy"))
+            if message:
+                out["message"] = message
         return out
 
     def terminal_phase(self) -> str:
@@ -849,6 +864,39 @@ class PodManager:
         await self.pods.stop()
         await self.services.stop()
         await cancel_and_wait(*(w.task for w in list(self.workers.values())))
+
+
+def message_file(pod_dir: Path, container: str, number: int) -> Path:
+    """The termination message of one run (beside, not in, the runs' own directories:
+    their names count the restarts)."""
+    return pod_dir / "messages" / container / str(number)
+
+
+MESSAGE_MAX = 4096
+"""Bytes of a termination message kept (as kubelet)."""
+FALLBACK_LINES, FALLBACK_MAX = 80, 2048
+
+
+def termination_message(run: Run, code: int, policy: str | None) -> str:
+    """What the container left at its terminationMessagePath, or with
+    ``FallbackToLogsOnError`` and an error exit, the end of its log."""
+    try:
+        with message_file(run.dir.parents[2], run.dir.parent.name, run.number).open("rb") as f:
+            data = f.read(MESSAGE_MAX)
+    except OSError:
+        data = b""
+    if not data and policy == "FallbackToLogsOnError" and code != 0:
+        try:
+            raw = run.log.read_bytes()[-64 * 1024:]
+        except OSError:
+            raw = b""
+        texts = []
+        for line in raw.splitlines()[-FALLBACK_LINES:]:
+            parsed = parse_line(line)
+            if parsed is not None:
+                texts.append(parsed[3] + (b"" if parsed[2] else b"\n"))
+        data = b"".join(texts)[-FALLBACK_MAX:]
+    return data.decode(errors="replace")
 
 
 def _terminal_phase(inits: list[Obj], mains: list[Obj], policy: str) -> str:

@@ -237,10 +237,9 @@ static void setup_root(void) {
         in_root(l, links_[i].dst);
         if (symlink(links_[i].target, l) < 0 && errno != EEXIST) die("symlink %s", l);
     }
-    for (int i = 0; i < nbinds; i++) {
-        /* the catalog's system directories come first; volumes may then sit inside them */
-        bind_into_root(binds[i].src, binds[i].dst, binds[i].ro);
-    }
+    /* /dev and the tmpfs mounts first: files and volumes bound below may sit inside them
+       (/dev/termination-log, an emptyDir at /dev/shm or under /tmp) */
+    if (want_dev) setup_dev();
     for (int i = 0; i < ntmpfs; i++) {
         char t[PATH_MAX];
         in_root(t, tmpfss[i].dst);
@@ -251,7 +250,10 @@ static void setup_root(void) {
         else snprintf(opts, sizeof opts, "mode=1777");
         if (mount("tmpfs", t, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) die("tmpfs %s", t);
     }
-    if (want_dev) setup_dev();
+    for (int i = 0; i < nbinds; i++) {
+        /* the catalog's system directories come first; volumes may then sit inside them */
+        bind_into_root(binds[i].src, binds[i].dst, binds[i].ro);
+    }
     char p[PATH_MAX];
     if (want_proc) {
         in_root(p, "/proc");
