@@ -7,6 +7,7 @@ of claims and the protection finalizers of claims and volumes.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import orjson
@@ -43,6 +44,43 @@ async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool) 
         await _admit_claim(ctx, obj)
     elif res.group == "" and res.kind == "PersistentVolume":
         _add_finalizer(obj, storage.PV_PROTECTION)
+
+
+SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+async def _mount_service_account(ctx: Context, pod: Obj) -> None:
+    """ServiceAccount admission: the token, CA and namespace of the pod's service account
+    as a projected volume ``kube-api-access-*`` at SA_MOUNT_PATH in every container, unless
+    the pod or its service account says ``automountServiceAccountToken: false``."""
+    spec = pod["spec"]
+    automount = spec.get("automountServiceAccountToken")
+    if automount is None:
+        res = ctx.registry.get("", "v1", "serviceaccounts")
+        ns = pod["metadata"].get("namespace", "")
+        kv = await ctx.backend.get(res.key(ns, spec["serviceAccountName"])) \
+            if res is not None else None
+        if kv is not None:
+            automount = orjson.loads(kv.value).get("automountServiceAccountToken")
+    if automount is False:
+        return
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    if any(v.get("name", "").startswith("kube-api-access-") for v in spec.get("volumes") or []):
+        return
+    name = "kube-api-access-" + "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5))
+    spec.setdefault("volumes", []).append({"name": name, "projected": {
+        "defaultMode": 420,
+        "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt",
+                           "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+                "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}})
+    for c in containers:
+        mounts = c.setdefault("volumeMounts", [])
+        if not any(m.get("mountPath") == SA_MOUNT_PATH for m in mounts):
+            mounts.append({"name": name, "readOnly": True, "mountPath": SA_MOUNT_PATH})
 
 
 def _add_finalizer(obj: Obj, name: str) -> None:
@@ -208,6 +246,7 @@ async def _admit_pod(ctx: Context, pod: Obj) -> None:
     else:
         spec.setdefault("priority", _DEFAULT_PRIORITY)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    await _mount_service_account(ctx, pod)
     errs: list[FieldError] = []
     if errs:
         raise StatusError.invalid("Pod", pod["metadata"].get("name", ""), errs)

@@ -199,6 +199,15 @@ class APIServer:
         for known, u in self.tokens.items():  # constant time, whatever the dict did
             if hmac.compare_digest(known, token):
                 return u
+        issuer = self.ctx.extra.get("token_issuer")
+        if issuer is not None and token.count(".") == 2:
+            claims = issuer.verify(token)
+            if claims is not None and issuer.issuer in (claims.get("aud") or []):
+                ns = (claims.get("kubernetes.io") or {}).get("namespace", "")
+                sa = (claims.get("kubernetes.io") or {}).get("serviceaccount") or {}
+                return User(str(claims.get("sub", "")),
+                            ("system:serviceaccounts", f"system:serviceaccounts:{ns}",
+                             "system:authenticated"), str(sa.get("uid", "")))
         return None
 
     async def handle_upgrade(self, scope: Scope, conn: Any) -> None:

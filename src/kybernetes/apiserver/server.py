@@ -28,6 +28,7 @@ from kybernetes.apiserver.context import Context
 from kybernetes.apiserver.crds import CRDManager
 from kybernetes.apiserver.http import HTTPServer
 from kybernetes.apiserver.metrics import Metrics, TimedBackend
+from kybernetes.apiserver.serviceaccounts import TokenIssuer
 from kybernetes.store.sqlite import SQLiteBackend
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class ControlPlane:
         ctx_ssl.load_cert_chain(str(pki.server_cert), str(pki.server_key))
         self._http = HTTPServer(api, ssl_context=ctx_ssl, upgrade_handler=api.handle_upgrade)
         ctx.extra["agent_token"] = pki.admin_token  # until node agents get their own
+        ctx.extra["token_issuer"] = TokenIssuer(pki.dir / "sa.key")
         await self._http.start(self.host, self.port)
         certs.write_kubeconfig(self.kubeconfig_path,
                                certs.kubeconfig(self.url, pki.ca_pem, pki.admin_token))

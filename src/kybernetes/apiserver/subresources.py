@@ -34,6 +34,11 @@ async def dispatch(server: APIServer, req: Request, res: Resource, ns: str, name
     if sub == "eviction" and m == "POST":
         req.verb = "create"
         return await eviction(server, req, res, ns, name)
+    if sub == "token" and m == "POST" and res.kind == "ServiceAccount":
+        from kybernetes.apiserver import serviceaccounts
+
+        req.verb = "create"
+        return await serviceaccounts.token_request(server, req, res, ns, name)
     if sub == "finalize" and m == "PUT":
         req.verb = "update"
         return await finalize(server, req, res, name)

@@ -71,7 +71,8 @@ class PodWorker:
         self.containers: dict[str, ContainerState] = {}
         self.pod_ip = ""
         self.volumes = Volumes(mgr.runtime.pod_dir(uid), mgr.get_object,
-                               node_allocatable=mgr.node_allocatable, node_name=mgr.node_name)
+                               node_allocatable=mgr.node_allocatable, node_name=mgr.node_name,
+                               token=mgr.service_account_token)
         self.last_status: Obj | None = None
         self.volume_paths: dict[str, Path] = {}
         """Each volume's directory on the node, as its last set-up found it."""
@@ -736,6 +737,8 @@ class PodManager:
         self.services = Informer(client, "v1", "services")
         self._cache: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
         self.recorder = EventRecorder(client, "kubelet", host=node_name)
+        self._tokens: dict[tuple[str, str, str, int], tuple[str, float]] = {}
+        """(pod uid, service account, audience, expiration) -> (token, refresh after)."""
         self._tasks: list[asyncio.Task[Any]] = []
 
     def network_ns(self, uid: str) -> Path:
@@ -759,6 +762,34 @@ class PodManager:
             # a claim is looked up again until it is bound (the pod waits on it)
             self._cache[key] = (time.monotonic(), obj)
         return copy.deepcopy(obj) if obj is not None else None
+
+    async def service_account_token(self, pod: Obj, src: Obj) -> str:
+        """A token of the pod's service account bound to the pod (TokenRequest), asked for
+        again once 80 % of its life has passed, as kubelet does."""
+        md, spec = pod["metadata"], pod.get("spec") or {}
+        sa = spec.get("serviceAccountName") or "default"
+        audience = src.get("audience") or ""
+        expiration = int(src.get("expirationSeconds") or 3600)
+        key = (md.get("uid", ""), sa, audience, expiration)
+        hit = self._tokens.get(key)
+        now = time.time()
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": [audience] if audience else None,
+                         "expirationSeconds": expiration,
+                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                            "name": md.get("name"), "uid": md.get("uid")}}}
+        try:
+            out = await self.client.request(
+                "POST", f"/api/v1/namespaces/{md.get('namespace')}/serviceaccounts/{sa}/token",
+                body=body)
+        except StatusError as e:
+            raise VolumeError(f"failed to fetch token: {e.message}") from None
+        token = str((out.get("status") or {}).get("token", ""))
+        self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
+        self._tokens[key] = (token, now + 0.8 * expiration)
+        return token
 
     def service_env(self, pod: Obj) -> dict[str, str]:
         ns = pod["metadata"].get("namespace", "")

@@ -92,7 +92,7 @@ def _items(data: dict[str, bytes], items: list[Obj] | None, default_mode: int,
 
 class Volumes:
     def __init__(self, pod_dir: Path, get: Getter, *, ca_pem: bytes = b"",
-                 token: Callable[[Obj], Awaitable[str]] | None = None,
+                 token: Callable[[Obj, Obj], Awaitable[str]] | None = None,
                  node_allocatable: dict[str, str] | None = None, node_name: str = "") -> None:
         self.pod_dir = pod_dir
         self.node_name = node_name
@@ -143,7 +143,9 @@ class Volumes:
                                                                   default_mode))
             return out
         if kind == "serviceAccountToken":
-            token = await self.token(pod) if self.token is not None else ""
+            if self.token is None:
+                raise VolumeError("this node cannot request service-account tokens")
+            token = await self.token(pod, src)
             return {src.get("path", "token"): (token.encode(), default_mode)}
         raise VolumeError(f"unsupported projected source {kind}")
 
