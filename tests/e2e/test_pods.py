@@ -519,3 +519,42 @@ def test_gpus_are_handed_out_once(gpu_cluster: Cluster) -> None:
              "Running")
     assert wait_for("g4's device", lambda: cluster.kubectl("logs", "g4").stdout.strip()) == \
         seen[0]
+
+
+
+def test_log_rotation(tmp_path: Path) -> None:
+    """--container-log-max-size/-files: the log rotates between whole lines, the newest
+    files are kept, and kubectl logs shows the current one."""
+    from tests.e2e.cluster import free_port
+
+    c = Cluster(data_dir=tmp_path / "data", port=free_port(), log_path=tmp_path / "server.log",
+                cache_dir=tmp_path / "home", extra_args=[
+                    "--container-log-max-size", "4Ki", "--container-log-max-files", "3"])
+    c.cache_dir.mkdir(parents=True, exist_ok=True)
+    c.start()
+    try:
+        apply(c, "default", shell_pod(c, "chatty", "i=0; while [ $i -lt 300 ]; do "
+                                      "i=$((i+1)); echo \"line $i $(printf '%060d' 0)\"; done",
+                                      restart="Never"))
+        p = wait_for("Succeeded", lambda: (q := pod(c, "default", "chatty")).get(
+            "status", {}).get("phase") == "Succeeded" and q)
+        run_dir = next((c.data_dir / "agent" / "pods" / p["metadata"]["uid"] / "containers" /
+                        "main").iterdir())
+        files = sorted(f.name for f in run_dir.iterdir() if f.name.startswith("log"))
+        assert files == ["log", "log.1", "log.2"]
+        numbers = []
+        for name in ("log.2", "log.1", "log"):
+            data = (run_dir / name).read_bytes()
+            assert len(data) < 4096 + 200
+            for line in data.splitlines():
+                _, stream, tag, text = line.split(b" ", 3)
+                assert stream == b"stdout" and tag == b"F" and text.startswith(b"line ")
+                numbers.append(int(text.split()[1]))
+        # consecutive lines, the last ones, nothing split or lost between the files kept
+        assert numbers == list(range(numbers[0], 301)) and numbers[0] > 1
+        shown = c.kubectl("logs", "chatty").stdout.splitlines()
+        assert shown[-1].startswith("line 300 ") and len(shown) == len(
+            (run_dir / "log").read_bytes().splitlines())
+    finally:
+        c.stop()
+        c.killall()

@@ -24,6 +24,14 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
 
 
+def _log_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """The node's container log rotation (kubelet's containerLogMaxSize/-Files)."""
+    fn = click.option("--container-log-max-files", type=int, default=5, show_default=True,
+                      help="Log files kept per container, the current one included.")(fn)
+    return click.option("--container-log-max-size", default="10Mi", show_default=True,
+                        help="Size at which a container's log is rotated.")(fn)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="kyb")
 def main() -> None:
@@ -50,10 +58,12 @@ def main() -> None:
 @click.option("--pod-cidr", default="10.42.0.0/24", show_default=True,
               help="Addresses of this node's pods (a /24 of 10.42.0.0/16).")
 @click.option("--disable-agent", is_flag=True, help="Run the control plane without a node.")
+@_log_options
 @click.option("-v", "--verbose", count=True)
 def server(data_dir: Path, port: int, bind_address: str, advertise_address: str, fsync: bool,
            node_name: str, agent_port: int, fake_gpus: int, taints: tuple[str, ...],
-           pod_cidr: str, disable_agent: bool, verbose: int) -> None:
+           pod_cidr: str, disable_agent: bool, container_log_max_size: str,
+           container_log_max_files: int, verbose: int) -> None:
     """Run the all-in-one control plane (and this machine's node agent)."""
     _setup_logging(verbose + 1)
     from kybernetes.cli.serve import AgentOptions, run_server
@@ -67,7 +77,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
         runner = asyncio.run
     agent = None if disable_agent else AgentOptions(
         node_name=node_name, port=agent_port, fake_gpus=fake_gpus, taints=list(taints),
-        pod_cidr=pod_cidr)
+        pod_cidr=pod_cidr, log_max_size=container_log_max_size,
+        log_max_files=container_log_max_files)
     code = runner(run_server(data_dir=data_dir.resolve(), port=port, host=bind_address,
                              advertise_address=advertise_address, fsync=fsync, agent=agent))
     sys.exit(code)
@@ -86,16 +97,19 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
 @click.option("--pod-cidr", default="10.42.1.0/24", show_default=True)
 @click.option("--fake-gpus", type=int, default=0, show_default=True)
 @click.option("--register-with-taints", "taints", multiple=True)
+@_log_options
 @click.option("-v", "--verbose", count=True)
 def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, node_name: str,
           address: str, port: int, pod_cidr: str, fake_gpus: int, taints: tuple[str, ...],
-          verbose: int) -> None:
+          container_log_max_size: str, container_log_max_files: int, verbose: int) -> None:
     """Join a remote kyb server as a node."""
     _setup_logging(verbose + 1)
     from kybernetes.cli.serve import AgentOptions, run_agent
 
     opts = AgentOptions(node_name=node_name, port=port, fake_gpus=fake_gpus,
-                        taints=list(taints), address=address, pod_cidr=pod_cidr)
+                        taints=list(taints), address=address, pod_cidr=pod_cidr,
+                        log_max_size=container_log_max_size,
+                        log_max_files=container_log_max_files)
     sys.exit(asyncio.run(run_agent(server_url=server_url, token=token, ca_file=ca_file,
                                    data_dir=data_dir.resolve(), opts=opts)))
 

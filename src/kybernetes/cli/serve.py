@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kybernetes.api import quantity
 from kybernetes.apiserver.server import ControlPlane
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ class AgentOptions:
     taints: list[str] = field(default_factory=list)
     address: str = ""
     pod_cidr: str = "10.42.0.0/24"
+    log_max_size: str = "10Mi"
+    log_max_files: int = 5
 
 
 async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, address: str,
@@ -35,6 +38,8 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
                      address=opts.address or address, port=opts.port, pod_cidr=opts.pod_cidr,
                      fake_gpus=opts.fake_gpus, taints=parse_taints(opts.taints),
                      control_plane=control_plane,
+                     log_max_size=quantity.value(opts.log_max_size),
+                     log_max_files=opts.log_max_files,
                      bind_address="127.0.0.1" if (opts.address or address).startswith("127.")
                      else "0.0.0.0")
     node_agent = NodeAgent(client, cfg)

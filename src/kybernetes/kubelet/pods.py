@@ -342,7 +342,8 @@ class PodWorker:
             await self.event("Failed", "Error: no command specified", typ="Warning",
                              field_path=fp, once=True)
             return
-        spec = Spec(args=argv, env=[f"{k}={v}" for k, v in env.items()])
+        spec = Spec(args=argv, env=[f"{k}={v}" for k, v in env.items()],
+                    log_max_size=self.mgr.log_max_size, log_max_files=self.mgr.log_max_files)
         spec.hostname = (self.spec.get("hostname") or self.name)[:63]
         if not self.spec.get("hostNetwork"):
             spec.netns = str(self.mgr.network_ns(self.uid))
@@ -720,7 +721,7 @@ class PodManager:
 
     def __init__(self, client: Client, *, node_name: str, node_address: str, data_dir: Path,
                  pod_cidr: str, node_allocatable: dict[str, str] | None = None,
-                 fake_gpus: int = 0) -> None:
+                 fake_gpus: int = 0, log_max_size: int = 0, log_max_files: int = 5) -> None:
         self.client = client
         self.node_name = node_name
         self.node_address = node_address
@@ -730,6 +731,8 @@ class PodManager:
         self.cgroups = Cgroups()
         self.images = imagesmod.Catalog(data_dir)
         self.devices = DeviceManager(discover(fake_gpus))
+        self.log_max_size = log_max_size
+        self.log_max_files = log_max_files
         self.node_allocatable = node_allocatable or {}
         self.workers: dict[str, PodWorker] = {}
         self.sandbox_slots = asyncio.Semaphore(SANDBOX_CONCURRENCY)

@@ -70,6 +70,9 @@ class Spec:
     uid: int | None = None
     gid: int | None = None
     groups: list[int] = field(default_factory=list)
+    log_max_size: int = 0
+    """Bytes after which the log is rotated (0: never), keeping ``log_max_files`` files."""
+    log_max_files: int = 5
 
     def render(self) -> str:
         lines: list[str] = []
@@ -81,6 +84,8 @@ class Spec:
             value = getattr(self, name)
             if value:
                 add(name, value)
+        if self.log_max_size > 0:
+            add("logmax", str(self.log_max_size), str(max(1, self.log_max_files)))
         for cg in self.cgroups:
             add("cgroup", cg)
         for target, path in self.links:

@@ -7,6 +7,7 @@
  * escaped inside fields:
  *
  *   log PATH            container output, CRI format ("<time> stdout|stderr F|P <text>")
+ *   logmax BYTES FILES  rotate the log past BYTES: log -> log.1 -> ..., FILES kept in all
  *   exit PATH           written (atomically) when the container ends: "code signal time"
  *   pidfile PATH        written once started: "<shim pid> <container pid>"
  *   cgroup DIR          join DIR (its cgroup.procs) before anything else; repeatable
@@ -56,6 +57,8 @@ struct tmpfs { char *dst, *size; };
 struct link { char *target, *dst; };
 
 static char *log_path, *exit_path, *pid_path, *netns, *hostname, *root, *workdir;
+static long long log_max = 0, log_size = 0;  /* rotate past log_max bytes (0: never) */
+static int log_files = 0;                     /* files kept, the current one included */
 static char *cgroups[32]; static int ncgroups;
 static struct bind binds[256]; static int nbinds;
 static struct tmpfs tmpfss[64]; static int ntmpfs;
@@ -114,6 +117,7 @@ static void parse(const char *path) {
         int n = split(strdup(line), f, 5);
         const char *k = f[0];
         if (!strcmp(k, "log") && n > 1) log_path = f[1];
+        else if (!strcmp(k, "logmax") && n > 2) { log_max = atoll(f[1]); log_files = atoi(f[2]); }
         else if (!strcmp(k, "exit") && n > 1) exit_path = f[1];
         else if (!strcmp(k, "pidfile") && n > 1) pid_path = f[1];
         else if (!strcmp(k, "cgroup") && n > 1 && ncgroups < 32) cgroups[ncgroups++] = f[1];
@@ -340,6 +344,22 @@ struct stream { int fd; const char *name; char buf[65536]; size_t len; };
 
 static int log_fd = -1;
 
+/* log -> log.1 -> log.2 ...; the oldest beyond log_files goes. Whole lines only: we rotate
+   between them, so no line is split or lost. */
+static void rotate(void) {
+    char from[PATH_MAX], to[PATH_MAX];
+    for (int i = log_files - 1; i >= 1; i--) {
+        if (i == 1) snprintf(from, sizeof from, "%s", log_path);
+        else snprintf(from, sizeof from, "%s.%d", log_path, i - 1);
+        snprintf(to, sizeof to, "%s.%d", log_path, i);
+        rename(from, to);
+    }
+    if (log_files <= 1) unlink(log_path);
+    close(log_fd);
+    log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
+    log_size = 0;
+}
+
 static void stamp(char *out, size_t n) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -358,6 +378,8 @@ static void emit(struct stream *s, const char *data, size_t n, int partial) {
     if (write(log_fd, head, h) < 0 || write(log_fd, data, n) < 0 || write(log_fd, "\n", 1) < 0) {
         /* the log is best effort: a full disk must not stop the container */
     }
+    log_size += h + (long long)n + 1;
+    if (log_max > 0 && log_size >= log_max) rotate();
 }
 
 static void drain(struct stream *s, int final) {
@@ -400,6 +422,8 @@ int main(int argc, char **argv) {
     if (devnull >= 0) { dup2(devnull, 0); dup2(devnull, 1); dup2(devnull, 2); close(devnull); }
     if (log_path) {
         log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        struct stat st;
+        if (log_fd >= 0 && fstat(log_fd, &st) == 0) log_size = st.st_size;
     }
     int out[2], err[2], pidpipe[2];
     if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe(pidpipe) < 0)
