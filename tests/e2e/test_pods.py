@@ -558,3 +558,50 @@ def test_log_rotation(tmp_path: Path) -> None:
     finally:
         c.stop()
         c.killall()
+
+
+
+GRPC_SERVER = """import os, time
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+servicer = health.HealthServicer()
+status = health_pb2.HealthCheckResponse.ServingStatus.Value(os.environ["STATUS"])
+servicer.set("model", status)
+health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+server.add_insecure_port("0.0.0.0:9000")
+server.start()
+print("serving", os.environ["STATUS"], flush=True)
+server.wait_for_termination()
+"""
+
+
+def test_grpc_probes(cluster: Cluster, namespace: str) -> None:
+    """grpc readiness probes call grpc.health.v1.Health/Check on the pod (a real grpcio
+    server): SERVING is Ready, NOT_SERVING is not, with kubelet's message."""
+    pytest.importorskip("grpc_health.v1.health",
+                        reason="grpcio-health-checking (a dev dependency) is not installed")
+    code = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "grpc"},
+            "data": {"server.py": GRPC_SERVER}}
+
+    def grpc_pod(name: str, status: str) -> dict[str, Any]:
+        p = server_pod(cluster, name, command=["python", "/app/server.py"],
+                       env=[{"name": "STATUS", "value": status}],
+                       readinessProbe={"grpc": {"port": 9000, "service": "model"},
+                                       "periodSeconds": 1, "timeoutSeconds": 2})
+        p["spec"]["volumes"] = [{"name": "code", "configMap": {"name": "grpc"}}]
+        return p
+
+    apply(cluster, namespace, code, grpc_pod("good", "SERVING"),
+          grpc_pod("bad", "NOT_SERVING"))
+    wait_for("good Ready", lambda: ready(pod(cluster, namespace, "good")), timeout=60)
+
+    def unhealthy() -> Any:
+        return {e["message"] for e in cluster.kubectl_json(
+            "get", "events", "-n", namespace, "--field-selector",
+            "involvedObject.name=bad")["items"] if e["reason"] == "Unhealthy"} & {
+            'Readiness probe failed: service unhealthy (responded with "NOT_SERVING")'}
+
+    wait_for("bad's probe to say NOT_SERVING", unhealthy, timeout=60)
+    assert not ready(pod(cluster, namespace, "bad"))

@@ -1,4 +1,4 @@
-"""Container probes: httpGet, tcpSocket and exec, with kubelet's thresholds."""
+"""Container probes: httpGet, tcpSocket, exec and grpc, with kubelet's thresholds."""
 
 from __future__ import annotations
 
@@ -84,7 +84,11 @@ async def run_probe(spec: Obj, container: Obj, *, pod_ip: str, container_pid: in
             return await _exec(spec["exec"].get("command") or [], container_pid, timeout,
                                env or [])
         if "grpc" in spec:
-            return False, "grpc probes are not supported by this node agent yet"
+            from kybernetes.kubelet import grpcprobe
+
+            g = spec["grpc"] or {}
+            return await grpcprobe.check(pod_ip, int(g.get("port", 0)),
+                                         str(g.get("service") or ""), timeout)
     except ValueError as e:
         return False, str(e)
     return False, "probe has no handler"
