@@ -605,3 +605,47 @@ def test_grpc_probes(cluster: Cluster, namespace: str) -> None:
 
     wait_for("bad's probe to say NOT_SERVING", unhealthy, timeout=60)
     assert not ready(pod(cluster, namespace, "bad"))
+
+
+def test_node_pressure_eviction(tmp_path: Path) -> None:
+    """Below a hard eviction threshold the node reports pressure and evicts its pods one by
+    one, the one most over its request first."""
+    from tests.e2e.cluster import free_port
+
+    total = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
+                 .splitlines() if line.startswith("MemTotal:"))
+    # a threshold no machine can meet: memory is always short
+    c = Cluster(data_dir=tmp_path / "data", port=free_port(), log_path=tmp_path / "server.log",
+                cache_dir=tmp_path / "home", extra_args=[
+                    "--eviction-hard", f"memory.available<{total + 1024 * 1024}Ki",
+                    "--eviction-monitoring-period", "3"])
+    c.cache_dir.mkdir(parents=True, exist_ok=True)
+    c.start()
+    try:
+        hog = shell_pod(c, "hog", "x=$(head -c 40000000 /dev/zero | tr '\\0' a); sleep 3600")
+        modest = shell_pod(c, "modest", "sleep 3600",
+                           resources={"requests": {"memory": "200Mi"}})
+        apply(c, "default", hog, modest)
+        first = wait_for("an eviction", lambda: [
+            p for p in c.kubectl_json("get", "pods")["items"]
+            if (p.get("status") or {}).get("reason") == "Evicted"], timeout=60)
+        assert [p["metadata"]["name"] for p in first] == ["hog"]
+        st = first[0]["status"]
+        assert st["phase"] == "Failed"
+        assert st["message"].startswith("The node was low on resource: memory. ")
+        assert "Container main was using" in st["message"]
+        cond = next(x for x in st["conditions"] if x["type"] == "DisruptionTarget")
+        assert cond["status"] == "True" and cond["reason"] == "TerminationByKubelet"
+        assert "terminated" in st["containerStatuses"][0]["state"]
+        node = wait_for("MemoryPressure", lambda: (n := c.kubectl_json(
+            "get", "node", c.node_name)) and any(
+                x["type"] == "MemoryPressure" and x["status"] == "True"
+                for x in n["status"]["conditions"]) and n)
+        mp = next(x for x in node["status"]["conditions"] if x["type"] == "MemoryPressure")
+        assert mp["reason"] == "KubeletHasInsufficientMemory"
+        # the pressure stays: the next pod goes too
+        wait_for("modest evicted", lambda: (pod(c, "default", "modest").get("status") or {})
+                 .get("reason") == "Evicted", timeout=30)
+    finally:
+        c.stop()
+        c.killall()

@@ -24,8 +24,23 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
 
 
-def _log_options(fn: Callable[..., None]) -> Callable[..., None]:
-    """The node's container log rotation (kubelet's containerLogMaxSize/-Files)."""
+def _check_thresholds(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from kybernetes.kubelet.eviction import ThresholdError, parse_thresholds
+
+    try:
+        parse_thresholds(value)
+    except ThresholdError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+def _node_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Settings of the node agent that kubelet has too (log rotation, eviction)."""
+    fn = click.option("--eviction-monitoring-period", type=float, default=10.0,
+                      hidden=True, help="Seconds between eviction checks.")(fn)
+    fn = click.option("--eviction-hard", default="", callback=_check_thresholds,
+                      help="Hard eviction thresholds, e.g. memory.available<100Mi,"
+                      "nodefs.available<10% (default: kubelet's).")(fn)
     fn = click.option("--container-log-max-files", type=int, default=5, show_default=True,
                       help="Log files kept per container, the current one included.")(fn)
     return click.option("--container-log-max-size", default="10Mi", show_default=True,
@@ -58,12 +73,13 @@ def main() -> None:
 @click.option("--pod-cidr", default="10.42.0.0/24", show_default=True,
               help="Addresses of this node's pods (a /24 of 10.42.0.0/16).")
 @click.option("--disable-agent", is_flag=True, help="Run the control plane without a node.")
-@_log_options
+@_node_options
 @click.option("-v", "--verbose", count=True)
 def server(data_dir: Path, port: int, bind_address: str, advertise_address: str, fsync: bool,
            node_name: str, agent_port: int, fake_gpus: int, taints: tuple[str, ...],
            pod_cidr: str, disable_agent: bool, container_log_max_size: str,
-           container_log_max_files: int, verbose: int) -> None:
+           container_log_max_files: int, eviction_hard: str, eviction_monitoring_period: float,
+           verbose: int) -> None:
     """Run the all-in-one control plane (and this machine's node agent)."""
     _setup_logging(verbose + 1)
     from kybernetes.cli.serve import AgentOptions, run_server
@@ -78,7 +94,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
     agent = None if disable_agent else AgentOptions(
         node_name=node_name, port=agent_port, fake_gpus=fake_gpus, taints=list(taints),
         pod_cidr=pod_cidr, log_max_size=container_log_max_size,
-        log_max_files=container_log_max_files)
+        log_max_files=container_log_max_files, eviction_hard=eviction_hard,
+        eviction_period=eviction_monitoring_period)
     code = runner(run_server(data_dir=data_dir.resolve(), port=port, host=bind_address,
                              advertise_address=advertise_address, fsync=fsync, agent=agent))
     sys.exit(code)
@@ -97,11 +114,12 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
 @click.option("--pod-cidr", default="10.42.1.0/24", show_default=True)
 @click.option("--fake-gpus", type=int, default=0, show_default=True)
 @click.option("--register-with-taints", "taints", multiple=True)
-@_log_options
+@_node_options
 @click.option("-v", "--verbose", count=True)
 def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, node_name: str,
           address: str, port: int, pod_cidr: str, fake_gpus: int, taints: tuple[str, ...],
-          container_log_max_size: str, container_log_max_files: int, verbose: int) -> None:
+          container_log_max_size: str, container_log_max_files: int, eviction_hard: str,
+          eviction_monitoring_period: float, verbose: int) -> None:
     """Join a remote kyb server as a node."""
     _setup_logging(verbose + 1)
     from kybernetes.cli.serve import AgentOptions, run_agent
@@ -109,7 +127,8 @@ def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, nod
     opts = AgentOptions(node_name=node_name, port=port, fake_gpus=fake_gpus,
                         taints=list(taints), address=address, pod_cidr=pod_cidr,
                         log_max_size=container_log_max_size,
-                        log_max_files=container_log_max_files)
+                        log_max_files=container_log_max_files, eviction_hard=eviction_hard,
+                        eviction_period=eviction_monitoring_period)
     sys.exit(asyncio.run(run_agent(server_url=server_url, token=token, ca_file=ca_file,
                                    data_dir=data_dir.resolve(), opts=opts)))
 

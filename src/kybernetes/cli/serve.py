@@ -26,6 +26,8 @@ class AgentOptions:
     pod_cidr: str = "10.42.0.0/24"
     log_max_size: str = "10Mi"
     log_max_files: int = 5
+    eviction_hard: str = ""
+    eviction_period: float = 10.0
 
 
 async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, address: str,
@@ -39,7 +41,8 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
                      fake_gpus=opts.fake_gpus, taints=parse_taints(opts.taints),
                      control_plane=control_plane,
                      log_max_size=quantity.value(opts.log_max_size),
-                     log_max_files=opts.log_max_files,
+                     log_max_files=opts.log_max_files, eviction_hard=opts.eviction_hard,
+                     eviction_period=opts.eviction_period,
                      bind_address="127.0.0.1" if (opts.address or address).startswith("127.")
                      else "0.0.0.0")
     node_agent = NodeAgent(client, cfg)

@@ -17,6 +17,7 @@ from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339_micro
 from kybernetes.client import Client
+from kybernetes.kubelet.eviction import DEFAULT_HARD, EvictionManager, parse_thresholds
 from kybernetes.kubelet.node import NodeConfig, node_object, node_status
 from kybernetes.kubelet.pods import PodManager
 from kybernetes.kubelet.provisioner import LocalPathProvisioner
@@ -42,6 +43,7 @@ class NodeAgent:
         self.node: Obj | None = None
         self.pods: PodManager | None = None
         self.provisioner: LocalPathProvisioner | None = None
+        self.eviction: EvictionManager | None = None
         self.api: AgentAPI | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -69,7 +71,8 @@ class NodeAgent:
 
     async def update_status(self) -> None:
         assert self.node is not None
-        status = node_status(self.cfg, self.clock.now(), self.node.get("status"))
+        pressure = self.eviction.pressure if self.eviction is not None else {}
+        status = node_status(self.cfg, self.clock.now(), self.node.get("status"), **pressure)
         self.node = await self.client.patch("v1", "nodes", self.cfg.name, {"status": status},
                                             patch_type="merge", subresource="status")
 
@@ -133,6 +136,12 @@ class NodeAgent:
             await self.api.start(self.cfg.bind_address, self.cfg.port,
                                  self.cfg.data_dir / "pki")
             await self.pods.start()
+            self.eviction = EvictionManager(
+                self.pods, self.cfg.data_dir,
+                parse_thresholds(self.cfg.eviction_hard or DEFAULT_HARD),
+                interval=self.cfg.eviction_period)
+            self.eviction.on_change = self.update_status
+            self._tasks.append(spawn(self.eviction.run(), name=f"eviction:{self.cfg.name}"))
             self.provisioner = LocalPathProvisioner(self.client, node_name=self.cfg.name,
                                                     root=self.cfg.data_dir / "volumes")
             await self.provisioner.start()

@@ -38,6 +38,9 @@ class NodeConfig:
     control_plane: bool = False
     bind_address: str = "0.0.0.0"
     """Where the agent's API listens."""
+    eviction_hard: str = ""
+    """Hard eviction thresholds (kubelet's --eviction-hard); "" for kubelet's defaults."""
+    eviction_period: float = 10.0
     log_max_size: int = 10 * 1024 * 1024
     """A container's log is rotated past this many bytes (0: never)."""
     log_max_files: int = 5

@@ -135,6 +135,8 @@ class PodWorker:
             return RESYNC
         phase = (pod.get("status") or {}).get("phase")
         if self.rejected is not None:
+            if not self.all_stopped():
+                await self.terminate(0)  # evicted: nothing may keep running
             await self.write_status()
             await self.release_sandbox()
             return RESYNC
@@ -691,12 +693,21 @@ class PodWorker:
         if self.rejected is not None:
             status["phase"] = "Failed"
             status["reason"], status["message"] = self.rejected
+            if self.rejected[0] == "Evicted":
+                prev = old_conds.get("DisruptionTarget") or {}
+                conds.append({"type": "DisruptionTarget", "status": "True",
+                              "lastProbeTime": None,
+                              "lastTransitionTime": prev.get("lastTransitionTime") or now,
+                              "reason": "TerminationByKubelet",
+                              "message": self.rejected[1]})
         if self.pod_ip:
             status["podIP"] = self.pod_ip
             status["podIPs"] = [{"ip": self.pod_ip}]
         return status
 
     async def write_status(self) -> None:
+        if self.rejected is not None and not self.all_stopped():
+            return  # Failed only once its containers are: the rejected path stops them
         status = self.compute_status()
         if status == self.last_status:
             return
