@@ -173,6 +173,7 @@ class PodWorker:
                 continue
             init_done = False
             if run is not None and run.running():
+                self.mgr.watch_exit(run, self.wake)
                 break
             if ended is not None and self.spec.get("restartPolicy") == "Never":
                 break  # the pod has failed
@@ -184,6 +185,7 @@ class PodWorker:
                 run = self.mgr.runtime.current(self.uid, c["name"])
                 st = self.state(c["name"])
                 if run is not None and run.running():
+                    self.mgr.watch_exit(run, self.wake)
                     next_check = min(next_check, await self.check_probes(c, run, now))
                     continue
                 delay = await self.maybe_start(c, run, init=False, now=now)
@@ -752,6 +754,8 @@ class PodManager:
         self._cache: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
         self.recorder = EventRecorder(client, "kubelet", host=node_name)
         self._tokens: dict[tuple[str, str, str, int], tuple[str, float]] = {}
+        self._exit_watches: dict[int, int] = {}
+        """shim pid -> pidfd watched by the event loop."""
         """(pod uid, service account, audience, expiration) -> (token, refresh after)."""
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -776,6 +780,34 @@ class PodManager:
             # a claim is looked up again until it is bound (the pod waits on it)
             self._cache[key] = (time.monotonic(), obj)
         return copy.deepcopy(obj) if obj is not None else None
+
+    def watch_exit(self, run: Run, wake: asyncio.Event) -> None:
+        """Wake the pod's worker the moment the container's shim exits (a pidfd in the
+        event loop: exits are seen at once, with no polling, as kubelet's PLEG would)."""
+        pids = run.pids()
+        if pids is None or pids[0] in self._exit_watches:
+            return
+        pid = pids[0]
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            wake.set()  # already gone
+            return
+        loop = asyncio.get_running_loop()
+
+        def fired() -> None:
+            self._unwatch(pid)
+            wake.set()
+
+        loop.add_reader(fd, fired)
+        self._exit_watches[pid] = fd
+
+    def _unwatch(self, pid: int) -> None:
+        fd = self._exit_watches.pop(pid, None)
+        if fd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
 
     async def service_account_token(self, pod: Obj, src: Obj) -> str:
         """A token of the pod's service account bound to the pod (TokenRequest), asked for
@@ -906,6 +938,8 @@ class PodManager:
 
     async def stop(self) -> None:
         """Stop watching; running pods keep running (they are adopted on restart)."""
+        for pid in list(self._exit_watches):
+            self._unwatch(pid)
         await self.pods.stop()
         await self.services.stop()
         await cancel_and_wait(*(w.task for w in list(self.workers.values())))
