@@ -101,7 +101,9 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
     await stop.wait()
     log.info("shutting down")
     for stop_component in reversed(components):
+        log.info("stopping %s", getattr(stop_component, "__qualname__", stop_component))
         await stop_component()
+    log.info("components stopped")
     await cp.stop()
     return 0
 

@@ -30,7 +30,7 @@ import orjson
 
 from kybernetes.api.errors import StatusError
 from kybernetes.client.kubeconfig import Config, load_kubeconfig
-from kybernetes.client.stream import stream_lines
+from kybernetes.client.stream import HTTPPool, stream_lines
 
 Object = dict[str, Any]
 """A Kubernetes object (or List, or Status) in its JSON wire form."""
@@ -146,6 +146,8 @@ class Client:
         self._headers = headers
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else None
         self._timeout = timeout
+        self._pool = HTTPPool(config.server, ssl_context=self._ssl, headers=headers,
+                              timeout=timeout) if transport is None else None
         self._http = httpx.AsyncClient(
             base_url=config.server, headers=headers, verify=verify, transport=transport,
             timeout=httpx.Timeout(timeout), trust_env=trust_env,
@@ -170,6 +172,8 @@ class Client:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
+        if self._pool is not None:
+            await self._pool.aclose()
         await self._http.aclose()
 
     # -- raw -------------------------------------------------------------------
@@ -186,15 +190,20 @@ class Client:
         if body is not None:
             content = body if isinstance(body, bytes) else orjson.dumps(body)
             hdrs["Content-Type"] = content_type
-        resp = await self._http.request(method, path, params=_query(params),
-                                        content=content, headers=hdrs)
-        if not 200 <= resp.status_code < 300:
-            raise error_from_response(resp.status_code, resp.content, resp.headers)
-        if not resp.content:
+        if self._pool is not None:
+            code, resp_headers, data = await self._pool.request(method, path, _query(params),
+                                                                hdrs, content)
+        else:
+            resp = await self._http.request(method, path, params=_query(params),
+                                            content=content, headers=hdrs)
+            code, resp_headers, data = resp.status_code, dict(resp.headers), resp.content
+        if not 200 <= code < 300:
+            raise error_from_response(code, data, resp_headers)
+        if not data:
             return None
-        if "json" not in resp.headers.get("content-type", "application/json"):
-            return resp.text
-        return orjson.loads(resp.content)
+        if "json" not in resp_headers.get("content-type", "application/json"):
+            return data.decode(errors="replace")
+        return orjson.loads(data)
 
     # -- verbs -----------------------------------------------------------------
 

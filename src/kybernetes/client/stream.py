@@ -1,8 +1,10 @@
-"""A lean reader for watch streams: HTTP/1.1 over an asyncio (TLS) connection.
+"""Lean HTTP/1.1 over asyncio (TLS) connections: watch streams and a keep-alive pool.
 
 Watches are the busiest thing a controller reads (one event per change of every object
-it follows), so they skip the general-purpose HTTP client: one connection per watch, the
-response's chunked body split into newline-delimited events, nothing else.
+it follows), and a node agent's requests (status, events) its busiest writes: both skip
+the general-purpose HTTP client, whose bookkeeping cost more CPU than the API server
+spent answering. One connection per watch, its chunked body split into newline-delimited
+events; plain requests share a bounded pool of kept-alive connections.
 """
 
 from __future__ import annotations
@@ -101,4 +103,93 @@ async def stream_lines(server: str, path: str, params: Mapping[str, str], *,
             await writer.wait_closed()
 
 
-__all__ = ["StatusError", "StreamError", "stream_lines"]
+class _Conn:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class HTTPPool:
+    """Requests over at most ``size`` kept-alive connections to one server; a burst waits
+    for a free connection instead of opening (and TLS-handshaking) one per request."""
+
+    def __init__(self, server: str, *, ssl_context: ssl.SSLContext | None,
+                 headers: Mapping[str, str], size: int = 16, timeout: float = 30.0) -> None:
+        url = urlsplit(server)
+        self.host = url.hostname or "localhost"
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.netloc = url.netloc
+        self.tls = ssl_context if url.scheme == "https" else None
+        self.prefix = url.path.rstrip("/")
+        self.headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.timeout = timeout
+        self._idle: list[_Conn] = []
+        self._slots = asyncio.Semaphore(size)
+        self._closed = False
+
+    async def _open(self) -> _Conn:
+        reader, writer = await asyncio.open_connection(
+            self.host, self.port, ssl=self.tls,
+            server_hostname=self.host if self.tls else None, limit=_MAX_HEADER)
+        return _Conn(reader, writer)
+
+    async def request(self, method: str, path: str, params: Mapping[str, str],
+                      headers: Mapping[str, str], body: bytes | None
+                      ) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) of one request."""
+        target = self.prefix + path + ("?" + urlencode(params) if params else "")
+        head = [f"{method} {target} HTTP/1.1\r\nHost: {self.netloc}\r\n", self.headers]
+        head += [f"{k}: {v}\r\n" for k, v in headers.items()]
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(body or b'')}\r\n")
+        data = ("".join(head) + "\r\n").encode("latin-1") + (body or b"")
+        async with self._slots:
+            for attempt in (0, 1):
+                reused = bool(self._idle)
+                conn = self._idle.pop() if reused else await self._open()
+                try:
+                    conn.writer.write(data)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a
+                    # cancellation that arrives as the response does
+                    async with asyncio.timeout(self.timeout):
+                        status, resp_headers, resp_body = await self._response(conn, method)
+                except (asyncio.IncompleteReadError, ConnectionError, StreamError) as e:
+                    conn.close()
+                    if reused and attempt == 0:
+                        continue  # the server had closed a kept-alive connection: once more
+                    raise StreamError(f"{method} {path}: {e or type(e).__name__}") from None
+                except BaseException:
+                    conn.close()
+                    raise
+                if resp_headers.get("connection", "").lower() == "close" or self._closed:
+                    conn.close()
+                else:
+                    self._idle.append(conn)
+                return status, resp_headers, resp_body
+        raise AssertionError("unreachable")
+
+    async def _response(self, conn: _Conn, method: str) -> tuple[int, dict[str, str], bytes]:
+        status, headers = await _read_headers(conn.reader)
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            return status, headers, b""
+        if "chunked" not in headers.get("transfer-encoding", "").lower() and \
+                "content-length" not in headers:
+            headers["connection"] = "close"  # the body ends with the connection
+        body = b"".join([c async for c in _body_chunks(conn.reader, headers)])
+        return status, headers, body
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            # no TLS close handshake to wait for: the server may be stopping too (in the
+            # same process, it may never answer)
+            conn.writer.transport.abort()
+
+
+__all__ = ["HTTPPool", "StatusError", "StreamError", "stream_lines"]
