@@ -66,3 +66,31 @@ async def test_client_watch_uses_the_stream(server: str) -> None:
         events = [ev async for ev in c.watch("v1", "configmaps", namespace="default")]
     assert [(e.type, e.object["metadata"]["name"]) for e in events] == \
         [("ADDED", f"o{i}") for i in range(5)]
+
+
+async def test_pool_reuses_connections_and_reads_both_body_framings(server: str) -> None:
+    """Plain requests: chunked and Content-Length bodies, errors as StatusError, and one
+    kept-alive connection serving request after request."""
+    from kybernetes.client.stream import HTTPPool
+
+    pool = HTTPPool(server, ssl_context=None, headers={"Accept": "application/json"}, size=2)
+    try:
+        for _ in range(3):
+            status, headers, body = await pool.request("GET", "/watch", {}, {}, None)
+            assert status == 200 and body.count(b"\n") == len(EVENTS)
+        assert len(pool._idle) == 1  # the same connection every time
+        status, headers, body = await pool.request("GET", "/missing", {}, {}, None)
+        assert status == 404 and orjson.loads(body)["reason"] == "NotFound"
+        assert headers["content-type"] == "application/json"
+        # a kept-alive connection the server has dropped is replaced, the request retried
+        pool._idle[0].writer.transport.abort()
+        await asyncio.sleep(0)
+        pool._idle[0].reader.feed_eof()
+        status, _, _ = await pool.request("GET", "/watch", {}, {}, None)
+        assert status == 200
+    finally:
+        await pool.aclose()
+    async with Client(Config(server=server)) as c:
+        with pytest.raises(StatusError) as e:
+            await c.request("GET", "/missing")
+        assert e.value.code == 404 and e.value.reason == "NotFound"
