@@ -190,7 +190,11 @@ class PodWorker:
                     continue
                 delay = await self.maybe_start(c, run, init=False, now=now)
                 next_check = min(next_check, delay)
-                st.ready = False
+                now_run = self.mgr.runtime.current(self.uid, c["name"])
+                fresh = now_run is not None and now_run.running() and \
+                    (run is None or now_run.number != run.number)
+                if not fresh:
+                    st.ready = False
         await self.write_status()
         if self.terminal_phase() in ("Succeeded", "Failed"):
             await self.release_sandbox()
@@ -430,6 +434,11 @@ class PodWorker:
             await self.event("FailedPostStartHook", failure, typ="Warning", field_path=fp)
             await self.event("Killing", "FailedPostStartHook", field_path=fp)
             await self.mgr.runtime.stop(run, grace=self.grace())
+            return
+        # without probes to wait for, started and ready now: the first status is the
+        # final one (one write fewer per pod, no second sync before Ready)
+        st.started = "startupProbe" not in c
+        st.ready = st.started and "readinessProbe" not in c and not init
 
     def grace(self) -> float:
         return float(self.spec.get("terminationGracePeriodSeconds", 30) or 0)
@@ -575,6 +584,9 @@ class PodWorker:
             out["started"] = st.started if not init else True
             last = previous
         else:
+            # read again: the container may have ended (and its shim with it) since the
+            # first read, and a missing exit file would then look like a lost container
+            ended = cur.exit()
             if ended is not None:
                 term = self.terminated(c, ended, started, cur)
             else:
