@@ -124,7 +124,9 @@ class PodWorker:
             if self.gone:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), max(0.05, delay))
+                # not wait_for: on 3.11 it can lose the cancellation of a stopping agent
+                async with asyncio.timeout(max(0.05, delay)):
+                    await self.wake.wait()
 
     async def sync(self) -> float:
         """One step towards the pod's spec; returns how long until the next check."""

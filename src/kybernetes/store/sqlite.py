@@ -124,7 +124,10 @@ class _Watcher:
             batch = await self._queue.get()
         else:
             try:
-                batch = await asyncio.wait_for(self._queue.get(), timeout)
+                # asyncio.timeout: wait_for (3.11) can lose a cancellation that arrives
+                # together with a batch, and a cancelled watch would then never end
+                async with asyncio.timeout(timeout):
+                    batch = await self._queue.get()
             except TimeoutError:
                 return []
         if batch is None:
