@@ -132,25 +132,12 @@ def node_allowed(volume: Obj, node_name: str, node_labels: dict[str, str] | None
         return True
     labels = {HOSTNAME_LABEL: node_name, **(node_labels or {})}
     for term in terms:
-        ok = True
-        for expr in term.get("matchExpressions") or []:
-            key, op, values = expr.get("key", ""), expr.get("operator", ""), \
-                expr.get("values") or []
-            have = labels.get(key)
-            if op == "In":
-                ok = have in values
-            elif op == "NotIn":
-                ok = have not in values
-            elif op == "Exists":
-                ok = have is not None
-            elif op == "DoesNotExist":
-                ok = have is None
-            else:
-                ok = False
-            if not ok:
-                break
-        if ok:
-            return True
+        try:
+            if from_label_selector({"matchExpressions": term.get("matchExpressions") or []}
+                                   ).matches(labels):
+                return True
+        except SelectorError:
+            continue  # Gt/Lt: not used by the volumes made here
     return False
 
 

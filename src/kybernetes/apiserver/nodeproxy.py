@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -108,27 +109,37 @@ async def agent_get(server: APIServer, host: str, port: int, path: str) -> tuple
         writer.write(_head("GET", path, f"{host}:{port}",
                            [(b"accept", b"application/json"), (b"connection", b"close")],
                            server.ctx.extra.get("agent_token", "")))
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        hdrs = {k.strip().lower(): v.strip() for k, _, v in
-                (line.partition(":") for line in lines[1:] if ":" in line)}
-        if "chunked" in hdrs.get("transfer-encoding", ""):
-            parts = []
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0",
-                           16)
-                if size == 0:
-                    break
-                parts.append((await reader.readexactly(size + 2))[:-2])
-            return status, b"".join(parts)
-        if "content-length" in hdrs:
-            return status, await reader.readexactly(int(hdrs["content-length"]))
-        return status, await reader.read()
+        status, hdrs = await _response_head(reader)
+        return status, b"".join([chunk async for chunk in _response_body(reader, hdrs)])
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+async def _response_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """An agent's status code and (lower-cased) headers."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    return int(lines[0].split(" ")[1]), {
+        k.strip().lower(): v.strip() for k, _, v in
+        (line.partition(":") for line in lines[1:] if ":" in line)}
+
+
+async def _response_body(reader: asyncio.StreamReader, hdrs: dict[str, str]
+                         ) -> AsyncIterator[bytes]:
+    """The body as it comes: chunked, of a Content-Length, or until the connection ends."""
+    if "chunked" in hdrs.get("transfer-encoding", ""):
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                return
+            yield (await reader.readexactly(size + 2))[:-2]
+    elif "content-length" in hdrs:
+        yield await reader.readexactly(int(hdrs["content-length"]))
+    else:
+        while chunk := await reader.read(65536):
+            yield chunk
 
 
 def _head(method: str, path: str, host: str, headers: list[tuple[bytes, bytes]],
@@ -164,30 +175,12 @@ async def proxy_request(server: APIServer, req: Request, res: Resource, ns: str,
     try:
         writer.write(_head("GET", path, f"{host}:{port}", [(b"accept", b"*/*")],
                            server.ctx.extra.get("agent_token", "")))
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        hdrs = {k.strip().lower(): v.strip() for k, _, v in
-                (line.partition(":") for line in lines[1:] if ":" in line)}
+        status, hdrs = await _response_head(reader)
         ctype = hdrs.get("content-type", "text/plain").encode()
         await req.send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", ctype)]})
-        chunked = "chunked" in hdrs.get("transfer-encoding", "")
-        length = int(hdrs.get("content-length", "-1"))
-        if chunked:
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    break
-                data = (await reader.readexactly(size + 2))[:-2]
-                await req.send({"type": "http.response.body", "body": data, "more_body": True})
-        elif length >= 0:
-            data = await reader.readexactly(length)
+        async for data in _response_body(reader, hdrs):
             await req.send({"type": "http.response.body", "body": data, "more_body": True})
-        else:
-            while chunk := await reader.read(65536):
-                await req.send({"type": "http.response.body", "body": chunk,
-                                "more_body": True})
         await req.send({"type": "http.response.body", "body": b""})
         return status
     except (asyncio.IncompleteReadError, ConnectionError):

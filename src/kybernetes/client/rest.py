@@ -1,4 +1,4 @@
-"""An async REST client for the Kubernetes API, over httpx.
+"""An async REST client for the Kubernetes API, over lean HTTP/1.1 (httpx for test transports).
 
 Resources are addressed by ``(api_version, plural)`` plus a namespace for namespaced
 ones; objects are plain dicts in their wire form::
@@ -142,20 +142,17 @@ class Client:
         verify: Any = True
         if transport is None and config.server.startswith("https:"):
             verify = config.ssl_context()
-        self._transport = transport
         self._headers = headers
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else None
         self._timeout = timeout
+        # the network: a lean keep-alive pool of our own; httpx only to carry a given
+        # transport (``httpx.MockTransport`` in tests)
         self._pool = HTTPPool(config.server, ssl_context=self._ssl, headers=headers,
                               timeout=timeout) if transport is None else None
         self._http = httpx.AsyncClient(
-            base_url=config.server, headers=headers, verify=verify, transport=transport,
+            base_url=config.server, headers=headers, transport=transport,
             timeout=httpx.Timeout(timeout), trust_env=trust_env,
-            # a bounded pool, all kept alive: bursts queue instead of opening (and
-            # TLS-handshaking, then dropping) a connection per concurrent request
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16,
-                                keepalive_expiry=90.0),
-        )
+        ) if transport is not None else None
 
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike[str] | None = None, *,
@@ -174,7 +171,8 @@ class Client:
         """Close the connection pool."""
         if self._pool is not None:
             await self._pool.aclose()
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     # -- raw -------------------------------------------------------------------
 
@@ -194,6 +192,7 @@ class Client:
             code, resp_headers, data = await self._pool.request(method, path, _query(params),
                                                                 hdrs, content)
         else:
+            assert self._http is not None
             resp = await self._http.request(method, path, params=_query(params),
                                             content=content, headers=hdrs)
             code, resp_headers, data = resp.status_code, dict(resp.headers), resp.content
@@ -337,7 +336,7 @@ class Client:
         read = None if timeout_seconds is None else timeout_seconds + self._timeout
         timeout = httpx.Timeout(self._timeout, read=read)
         path = resource_path(api_version, plural, namespace=namespace)
-        if self._transport is None:
+        if self._http is None:
             # the network: a lean reader of our own (watches are a controller's hot path)
             lines = stream_lines(self.config.server, path, params, headers=self._headers,
                                  ssl_context=self._ssl)

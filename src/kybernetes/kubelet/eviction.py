@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kybernetes.api import quantity
+from kybernetes.kubelet.stats import meminfo
 
 if TYPE_CHECKING:
     from kybernetes.kubelet.pods import PodManager, PodWorker
@@ -94,14 +95,8 @@ class Observation:
 def observe(data_dir: Path, proc: Path = Path("/proc")) -> dict[str, Observation]:
     """The signals now."""
     out: dict[str, Observation] = {}
-    info: dict[str, int] = {}
-    with (proc / "meminfo").open() as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("MemTotal", "MemAvailable"):
-                info[key] = int(rest.split()[0]) * 1024
-    out["memory.available"] = Observation(Fraction(info.get("MemAvailable", 0)),
-                                          Fraction(info.get("MemTotal", 0)))
+    total, available = meminfo(proc)
+    out["memory.available"] = Observation(Fraction(available), Fraction(total))
     st = os.statvfs(data_dir)
     fs = Observation(Fraction(st.f_bavail * st.f_frsize), Fraction(st.f_blocks * st.f_frsize))
     inodes = Observation(Fraction(st.f_favail), Fraction(st.f_files))

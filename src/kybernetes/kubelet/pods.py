@@ -205,9 +205,6 @@ class PodWorker:
     # -- sandbox --------------------------------------------------------------------------
 
     async def ensure_sandbox(self) -> bool:
-        if not self.start_time:
-            self.start_time = (self.pod.get("status") or {}).get("startTime") or \
-                rfc3339(time.time())
         if self.spec.get("hostNetwork"):
             self.pod_ip = self.mgr.node_address
         elif not self.pod_ip:

@@ -52,14 +52,19 @@ def node_counters(proc: Path = Path("/proc")) -> tuple[int, int]:
         # (steal) and idle time are not usage
         busy = sum(ticks[:7]) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
         cpu_ns = busy * (1_000_000_000 // _clock_ticks())
+    total, available = meminfo(proc)
+    return cpu_ns, max(0, total - available)
+
+
+def meminfo(proc: Path = Path("/proc")) -> tuple[int, int]:
+    """(MemTotal, MemAvailable) in bytes."""
     info: dict[str, int] = {}
     with (proc / "meminfo").open() as f:
         for line in f:
             key, _, rest = line.partition(":")
             if key in ("MemTotal", "MemAvailable"):
                 info[key] = int(rest.split()[0]) * 1024
-    mem = max(0, info.get("MemTotal", 0) - info.get("MemAvailable", 0))
-    return cpu_ns, mem
+    return info.get("MemTotal", 0), info.get("MemAvailable", 0)
 
 
 def _clock_ticks() -> int:
