@@ -31,7 +31,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     and the end of the server's log (CI runs leave nothing else behind)."""
     report = yield
     if report.when == "call" and report.failed:  # type: ignore[attr-defined]
-        for name in ("cluster", "fresh_cluster", "gpu_cluster"):
+        for name in ("cluster", "fresh_cluster", "gpu_cluster", "fake_cluster", "fake"):
             c = getattr(item, "funcargs", {}).get(name)
             if isinstance(c, Cluster):
                 report.sections.append((f"cluster state ({name})", _state(c)))  # type: ignore[attr-defined]

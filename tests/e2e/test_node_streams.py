@@ -130,7 +130,9 @@ def _node_and_pod(cluster: Cluster, namespace: str, agent: FakeAgent) -> None:
         "apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
         "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                    "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.port}}}}).decode())
-    cluster.kubectl("run", "trainer", "--image=busybox", "-n", namespace, "--",
+    # bound by hand below: no scheduler profile serves "manual"
+    cluster.kubectl("run", "trainer", "--image=busybox", "-n", namespace,
+                    '--overrides={"spec": {"schedulerName": "manual"}}', "--",
                     "sleep", "3600")
     with cluster.http() as c:
         r = c.post(f"/api/v1/namespaces/{namespace}/pods/trainer/binding", json={
@@ -153,7 +155,8 @@ def test_logs_and_exec_reach_the_agent(cluster: Cluster, namespace: str,
 
 def test_streams_of_an_unscheduled_pod(cluster: Cluster, namespace: str) -> None:
     """A pod with no node has nothing to stream from: a clear error, as upstream."""
-    cluster.kubectl("run", "waiting", "--image=busybox", "-n", namespace, "--", "true")
+    cluster.kubectl("run", "waiting", "--image=busybox", "-n", namespace,
+                    '--overrides={"spec": {"schedulerName": "manual"}}', "--", "true")
     logs = cluster.kubectl("logs", "waiting", "-n", namespace, check=False)
     assert logs.returncode != 0
     assert "pod waiting does not have a host assigned" in logs.stderr

@@ -25,8 +25,9 @@ def api(cluster: Cluster) -> Iterator[client.ApiClient]:
 
 
 def _pod(name: str) -> dict[str, Any]:
+    """A pod no scheduler profile serves: it stays as the test leaves it."""
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"a": "1"}},
-            "spec": {"containers": [{"name": "main", "image": "busybox",
+            "spec": {"schedulerName": "manual", "containers": [{"name": "main", "image": "busybox",
                                      "command": ["sleep", "3600"]}]}}
 
 

@@ -73,11 +73,13 @@ class Metrics:
         child[0].observe(seconds)
 
     def render(self) -> bytes:
-        from prometheus_client import generate_latest
+        """The API server's metrics, then the process-wide registry's (the components
+        that run in this process — scheduler, controllers — register there)."""
+        from prometheus_client import REGISTRY, generate_latest
 
         if not self.loaded:
             self._load()
-        return bytes(generate_latest(self.registry))
+        return bytes(generate_latest(self.registry)) + bytes(generate_latest(REGISTRY))
 
 
 class TimedBackend:

@@ -8,10 +8,14 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kybernetes import __version__
+
+if TYPE_CHECKING:
+    from kybernetes.scheduler.config import SchedulerConfiguration
 
 
 def _setup_logging(verbose: int) -> None:
@@ -53,6 +57,41 @@ def main() -> None:
     """kybernetes: Kubernetes for machine-learning teams."""
 
 
+def _fake_node_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Simulated nodes (kwok-style) for scale tests and capacity planning."""
+    fn = click.option("--fake-node-list", type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path),
+                      default=None, help="Fake nodes from a YAML list (name, cpu, memory, "
+                      "gpus, pods, labels, taints) or a .csv file (header name,cpu,memory,"
+                      "gpus,labels; labels as k=v;k=v).")(fn)
+    fn = click.option("--fake-node-labels", multiple=True,
+                      help="Labels of every fake node, k=v,k2=v2 (repeatable).")(fn)
+    fn = click.option("--fake-node-pods", type=int, default=110, show_default=True,
+                      help="Pods each fake node takes.")(fn)
+    fn = click.option("--fake-node-gpus", type=int, default=0, show_default=True,
+                      help="nvidia.com/gpu each fake node declares.")(fn)
+    fn = click.option("--fake-node-memory", default="256Gi", show_default=True,
+                      help="Memory of each fake node.")(fn)
+    fn = click.option("--fake-node-cpu", default="32", show_default=True,
+                      help="CPUs of each fake node.")(fn)
+    return click.option("--fake-nodes", type=click.IntRange(min=0), default=0,
+                        show_default=True, help="Simulate N nodes fake-node-0..N-1: their "
+                        "pods go Running at once, no process runs (docs/fake-nodes.md).")(fn)
+
+
+def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
+    """The scheduler's configuration, checked (plugins built once) before serving."""
+    from kybernetes.scheduler import config
+    from kybernetes.scheduler.cache import Cache
+
+    try:
+        cfg = config.load(path)
+        config.build(cfg, Cache())
+    except config.ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--scheduler-config") from None
+    return cfg
+
+
 @main.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".kyb"), show_default=True, help="Where state, certificates and "
@@ -73,16 +112,38 @@ def main() -> None:
 @click.option("--pod-cidr", default="10.42.0.0/24", show_default=True,
               help="Addresses of this node's pods (a /24 of 10.42.0.0/16).")
 @click.option("--disable-agent", is_flag=True, help="Run the control plane without a node.")
+@click.option("--scheduler-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A KubeSchedulerConfiguration file (profiles, plugins, "
+              "weights; docs/scheduler.md).")
+@click.option("--disable-scheduler", is_flag=True, hidden=True,
+              help="Run without the scheduler (pods need a spec.nodeName).")
 @_node_options
+@_fake_node_options
 @click.option("-v", "--verbose", count=True)
 def server(data_dir: Path, port: int, bind_address: str, advertise_address: str, fsync: bool,
            node_name: str, agent_port: int, fake_gpus: int, taints: tuple[str, ...],
            pod_cidr: str, disable_agent: bool, container_log_max_size: str,
            container_log_max_files: int, eviction_hard: str, eviction_monitoring_period: float,
-           verbose: int) -> None:
+           fake_nodes: int, fake_node_cpu: str, fake_node_memory: str, fake_node_gpus: int,
+           fake_node_pods: int, fake_node_labels: tuple[str, ...], fake_node_list: Path | None,
+           scheduler_config: Path | None, disable_scheduler: bool, verbose: int) -> None:
     """Run the all-in-one control plane (and this machine's node agent)."""
     _setup_logging(verbose + 1)
-    from kybernetes.cli.serve import AgentOptions, run_server
+    from kybernetes.cli.serve import AgentOptions, FakeNodeOptions, run_server
+
+    fake = FakeNodeOptions(count=fake_nodes, cpu=fake_node_cpu, memory=fake_node_memory,
+                           gpus=fake_node_gpus, pods=fake_node_pods,
+                           labels=list(fake_node_labels), list_file=fake_node_list)
+    if fake.enabled:  # refuse bad options now rather than log them once serving
+        from kybernetes.kubelet.fakenodes import NodeListError
+
+        try:
+            fake.nodes()
+        except NodeListError as e:
+            raise click.UsageError(str(e)) from None
+    # checked now only when a file is given: the default needs no check, and importing
+    # the plugins here would delay the API server's start
+    sched_cfg = _scheduler_configuration(scheduler_config) if scheduler_config else None
 
     runner: Callable[..., int]
     try:
@@ -97,7 +158,9 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
         log_max_files=container_log_max_files, eviction_hard=eviction_hard,
         eviction_period=eviction_monitoring_period)
     code = runner(run_server(data_dir=data_dir.resolve(), port=port, host=bind_address,
-                             advertise_address=advertise_address, fsync=fsync, agent=agent))
+                             advertise_address=advertise_address, fsync=fsync, agent=agent,
+                             fake_nodes=fake if fake.enabled else None,
+                             scheduler=not disable_scheduler, scheduler_config=sched_cfg))
     sys.exit(code)
 
 

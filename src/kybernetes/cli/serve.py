@@ -8,10 +8,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kybernetes.api import quantity
 from kybernetes.apiserver.server import ControlPlane
+
+if TYPE_CHECKING:
+    from kybernetes.kubelet.fakenodes import FakeNodeSpec
+    from kybernetes.scheduler.config import SchedulerConfiguration
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,39 @@ class AgentOptions:
     log_max_files: int = 5
     eviction_hard: str = ""
     eviction_period: float = 10.0
+
+
+@dataclass
+class FakeNodeOptions:
+    """``kyb server --fake-nodes ...``: simulated nodes (kybernetes.kubelet.fakenodes)."""
+
+    count: int = 0
+    cpu: str = "32"
+    memory: str = "256Gi"
+    gpus: int = 0
+    pods: int = 110
+    labels: list[str] = field(default_factory=list)
+    list_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.count > 0 or self.list_file is not None
+
+    def nodes(self) -> list[FakeNodeSpec]:
+        """The nodes to simulate (raises ``NodeListError`` when the options are invalid)."""
+        from kybernetes.kubelet.fakenodes import FakeNodeSpec, build_nodes, parse_labels
+
+        template = FakeNodeSpec("", cpu=self.cpu, memory=self.memory, gpus=self.gpus,
+                                pods=self.pods, labels=parse_labels(self.labels))
+        return build_nodes(count=self.count, template=template, list_file=self.list_file)
+
+
+async def _start_fake_nodes(client: Any, opts: FakeNodeOptions) -> Callable[[], Awaitable[None]]:
+    from kybernetes.kubelet.fakenodes import FakeNodes
+
+    fake = FakeNodes(client, opts.nodes())
+    await fake.start()  # registration goes on in the background
+    return fake.stop
 
 
 async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, address: str,
@@ -83,7 +120,10 @@ def default_address() -> str:
 
 
 async def run_server(*, data_dir: Path, port: int, host: str, advertise_address: str,
-                     fsync: bool, agent: AgentOptions | None = None) -> int:
+                     fsync: bool, agent: AgentOptions | None = None,
+                     fake_nodes: FakeNodeOptions | None = None,
+                     scheduler: bool = True,
+                     scheduler_config: SchedulerConfiguration | None = None) -> int:
     from kybernetes.cli.main import install_stop_signals
 
     stop = asyncio.Event()
@@ -96,7 +136,8 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
         log.error("cannot start the API server: %s", e)
         await cp.stop()
         return 1
-    components = await start_components(cp, agent)
+    components = await start_components(cp, agent, fake_nodes=fake_nodes, scheduler=scheduler,
+                                        scheduler_config=scheduler_config)
     print(f"kybernetes is ready: export KUBECONFIG={cp.kubeconfig_path}", flush=True)
     await stop.wait()
     log.info("shutting down")
@@ -108,7 +149,10 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
     return 0
 
 
-async def start_components(cp: ControlPlane, agent: AgentOptions | None = None
+async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, *,
+                           fake_nodes: FakeNodeOptions | None = None,
+                           scheduler: bool = True,
+                           scheduler_config: SchedulerConfiguration | None = None
                            ) -> list[Callable[[], Awaitable[None]]]:
     """Controllers and other components that talk to the API server; returns stoppers.
 
@@ -142,4 +186,15 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None
             # e.g. the agent's port is taken: the control plane is still worth serving
             log.error("the node agent could not start (%s); serving the API without a "
                       "node", e)
+    if fake_nodes is not None and fake_nodes.enabled:
+        stoppers.append(await _start_fake_nodes(client, fake_nodes))
+    if scheduler:
+        await asyncio.to_thread(importlib.import_module, "kybernetes.scheduler.scheduler")
+        from kybernetes.scheduler.config import import_plugins
+        from kybernetes.scheduler.scheduler import Scheduler
+
+        await asyncio.to_thread(import_plugins)
+        sched = Scheduler(client, scheduler_config)
+        await sched.start()
+        stoppers.append(sched.stop)
     return stoppers

@@ -121,11 +121,29 @@ class PersistentVolumeController:
                 return None
             await self._bind(volume, claim)
             return None
-        volume = storage.best_match(self.volumes.list(), claim)
+        volume = storage.best_match(self._bindable(claim), claim)
         if volume is not None:
             await self._bind(volume, claim)
             return None
         return await self._wait_or_provision(claim)
+
+    def _bindable(self, claim: Obj) -> list[Obj]:
+        """Volumes this controller may bind the claim to. A WaitForFirstConsumer claim
+        waits for the scheduler: until it picks a node (``selected-node``) only a volume
+        the scheduler pre-bound to it (``claimRef``) will do; then only volumes usable on
+        that node."""
+        volumes = self.volumes.list()
+        cls = self.classes.get(storage.class_of(claim) or "")
+        if cls is None or cls.get("volumeBindingMode") != "WaitForFirstConsumer":
+            return volumes
+        node = ((claim["metadata"].get("annotations") or {}).get(storage.ANN_SELECTED_NODE)
+                or next((p["spec"]["nodeName"] for p in self._users(claim)
+                         if (p.get("spec") or {}).get("nodeName")), ""))
+        if not node:
+            return [v for v in volumes
+                    if storage.refers_to((v.get("spec") or {}).get("claimRef"), claim)]
+        labels = (self.nodes.get(node) or {}).get("metadata", {}).get("labels") or {}
+        return [v for v in volumes if storage.node_allowed(v, node, labels)]
 
     async def _wait_or_provision(self, claim: Obj) -> Result | None:
         md = claim["metadata"]

@@ -1,0 +1,192 @@
+"""The scheduler's picture of the cluster: every node with the pods bound or assumed to it.
+
+Informers feed it bound pods and nodes. When the scheduler picks a node it *assumes* the
+pod there at once, so the next pod already sees the space taken, while the binding is
+written in the background; the informer's copy of the bound pod later confirms the
+assumption, and a failed binding *forgets* it. A scheduling cycle runs without awaiting,
+so plugins read the live cache: no snapshot copy is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kybernetes.scheduler.types import NodeInfo, PodInfo
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+ZONE_LABEL = "topology.kubernetes.io/zone"
+REGION_LABEL = "topology.kubernetes.io/region"
+
+
+@dataclass(slots=True)
+class _PodState:
+    info: PodInfo
+    node: str
+    assumed: bool = False
+
+
+def _zone(node: NodeInfo) -> str:
+    labels = node.labels
+    return f"{labels.get(REGION_LABEL, '')}:\x00:{labels.get(ZONE_LABEL, '')}"
+
+
+def with_node(pod: Obj, node_name: str) -> Obj:
+    """A shallow copy of ``pod`` with ``spec.nodeName`` set."""
+    return {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node_name}}
+
+
+class Cache:
+    """Nodes and their pods; also the ``Handle`` plugins read (with ``objects``,
+    ``namespace_labels`` and ``client`` supplied by the scheduler)."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, NodeInfo] = {}
+        self._pods: dict[str, _PodState] = {}
+        self._order: list[NodeInfo] | None = None
+        self._with_affinity: dict[str, NodeInfo] = {}
+        self._with_anti_affinity: dict[str, NodeInfo] = {}
+        self.objects_source: Callable[[str], list[Obj]] = lambda resource: []
+        self.namespace_source: Callable[[str], dict[str, str] | None] = lambda ns: None
+        self.client: Any = None
+        self.nominator: Any = None
+        """The queue's :class:`~kybernetes.scheduler.queue.Nominator` (preemption)."""
+        self.waiting_pods: dict[str, Any] = {}
+        """Pods held at Permit, by uid (``WaitingPod``: ``allow``/``reject``)."""
+
+    # -- Handle ----------------------------------------------------------------------------
+
+    def nodes(self) -> list[NodeInfo]:
+        """Nodes in zone-interleaved order (as upstream's node tree), so that a search that
+        stops early still looks at every zone."""
+        if self._order is None:
+            zones: dict[str, list[NodeInfo]] = {}
+            for n in self._nodes.values():
+                if n.node is not None:
+                    zones.setdefault(_zone(n), []).append(n)
+            if len(zones) <= 1:
+                self._order = next(iter(zones.values()), [])
+            else:
+                order: list[NodeInfo] = []
+                lists = list(zones.values())
+                for i in range(max(len(x) for x in lists)):
+                    order.extend(x[i] for x in lists if i < len(x))
+                self._order = order
+        return self._order
+
+    def node(self, name: str) -> NodeInfo | None:
+        n = self._nodes.get(name)
+        return n if n is not None and n.node is not None else None
+
+    def nodes_with_affinity_pods(self) -> list[NodeInfo]:
+        return [n for n in self._with_affinity.values() if n.node is not None]
+
+    def nodes_with_required_anti_affinity_pods(self) -> list[NodeInfo]:
+        return [n for n in self._with_anti_affinity.values() if n.node is not None]
+
+    def namespace_labels(self, namespace: str) -> dict[str, str] | None:
+        return self.namespace_source(namespace)
+
+    def objects(self, resource: str) -> list[Obj]:
+        return self.objects_source(resource)
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def set_node(self, node: Obj) -> NodeInfo:
+        name = node["metadata"]["name"]
+        ni = self._nodes.get(name)
+        if ni is None:
+            ni = self._nodes[name] = NodeInfo(node)
+            self._order = None
+        else:
+            zone_before = _zone(ni) if ni.node is not None else None
+            ni.set_node(node)
+            if zone_before != _zone(ni):
+                self._order = None
+        return ni
+
+    def remove_node(self, name: str) -> None:
+        ni = self._nodes.get(name)
+        if ni is None:
+            return
+        self._order = None
+        if ni.pods:
+            ni.node = None  # keep its pods accounted until they go (as upstream does)
+        else:
+            del self._nodes[name]
+            self._with_affinity.pop(name, None)
+            self._with_anti_affinity.pop(name, None)
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def _place(self, pi: PodInfo, node_name: str) -> None:
+        ni = self._nodes.get(node_name)
+        if ni is None:
+            ni = self._nodes[node_name] = NodeInfo(name=node_name)
+        ni.add_pod(pi)
+        self._track(ni)
+
+    def _unplace(self, pi: PodInfo, node_name: str) -> None:
+        ni = self._nodes.get(node_name)
+        if ni is None:
+            return
+        ni.remove_pod(pi)
+        self._track(ni)
+        if ni.node is None and not ni.pods:
+            del self._nodes[node_name]
+
+    def _track(self, ni: NodeInfo) -> None:
+        if ni.pods_with_affinity:
+            self._with_affinity[ni.name] = ni
+        else:
+            self._with_affinity.pop(ni.name, None)
+        if ni.pods_with_required_anti_affinity:
+            self._with_anti_affinity[ni.name] = ni
+        else:
+            self._with_anti_affinity.pop(ni.name, None)
+
+    def assume(self, pod: PodInfo, node_name: str) -> PodInfo:
+        """Account ``pod`` on ``node_name`` before its binding is written."""
+        if pod.uid in self._pods:
+            raise ValueError(f"pod {pod.key} is already in the cache")
+        assumed = PodInfo(with_node(pod.pod, node_name))
+        self._pods[pod.uid] = _PodState(assumed, node_name, assumed=True)
+        self._place(assumed, node_name)
+        return assumed
+
+    def forget(self, pod: PodInfo) -> None:
+        """Undo :meth:`assume` (the binding failed)."""
+        st = self._pods.get(pod.uid)
+        if st is None or not st.assumed:
+            return
+        del self._pods[pod.uid]
+        self._unplace(st.info, st.node)
+
+    def is_assumed(self, uid: str) -> bool:
+        st = self._pods.get(uid)
+        return st is not None and st.assumed
+
+    def has_pod(self, uid: str) -> bool:
+        return uid in self._pods
+
+    def set_pod(self, pod: Obj) -> None:
+        """A bound pod seen by the informer (added or updated)."""
+        uid = pod["metadata"]["uid"]
+        node_name = pod["spec"]["nodeName"]
+        st = self._pods.get(uid)
+        if st is not None:
+            self._unplace(st.info, st.node)
+        pi = PodInfo(pod)
+        self._pods[uid] = _PodState(pi, node_name)
+        self._place(pi, node_name)
+
+    def remove_pod(self, pod: Obj) -> None:
+        st = self._pods.pop(pod["metadata"].get("uid", ""), None)
+        if st is not None:
+            self._unplace(st.info, st.node)
+
+    def pod_count(self) -> int:
+        return len(self._pods)

@@ -1,0 +1,32 @@
+"""DefaultBinder: binds a pod by POSTing a ``Binding`` to its ``binding`` subresource."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kybernetes.api.errors import StatusError
+from kybernetes.scheduler.framework import CycleState, Handle, Status
+from kybernetes.scheduler.types import PodInfo
+
+
+class DefaultBinder:
+    name = "DefaultBinder"
+
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
+
+    async def bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
+        body = {"apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}}
+        try:
+            await self.handle.client.request(
+                "POST", f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/binding",
+                body=body)
+        except StatusError as e:
+            return Status.error(e.message)
+        return None
+
+
+def new(args: dict[str, Any], handle: Handle) -> DefaultBinder:
+    return DefaultBinder(handle)

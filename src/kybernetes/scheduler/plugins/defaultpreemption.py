@@ -1,0 +1,302 @@
+"""DefaultPreemption (PostFilter): when a pod fits nowhere, find a node where removing
+pods of lower priority would let it fit, evict those victims and nominate the node.
+
+As upstream:
+
+1. A pod with ``preemptionPolicy: Never``, or one whose nominated node still has a
+   victim terminating, does not preempt.
+2. Only nodes that failed with a resolvable reason (Unschedulable, not
+   UnschedulableAndUnresolvable) are tried; on each, every lower-priority pod is removed,
+   then pods are given back ("reprieved") from the most important down while the
+   preemptor still fits — those whose eviction would break a PodDisruptionBudget first.
+3. Of the candidate nodes the one chosen has the fewest PDB violations, then the lowest
+   highest-victim priority, the lowest sum of priorities, the fewest victims, the latest
+   start of its most important victims.
+4. Victims get a ``DisruptionTarget`` condition and a graceful delete; the preemptor's
+   ``status.nominatedNodeName`` names the node, and the nominator keeps lower-priority
+   pods off the space being freed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kybernetes.api.errors import StatusError
+from kybernetes.api.meta import parse_time, rfc3339
+from kybernetes.api.selectors import SelectorError, from_label_selector
+from kybernetes.client.events import EventRecorder
+from kybernetes.scheduler.framework import (
+    Code,
+    CycleState,
+    Handle,
+    PostFilterResult,
+    Status,
+    fit_message,
+)
+from kybernetes.scheduler.runtime import Framework
+from kybernetes.scheduler.types import NodeInfo, PodInfo
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+NOT_HELPFUL = "Preemption is not helpful for scheduling"
+NO_VICTIMS = "No preemption victims found for incoming pod"
+NEVER = "not eligible due to preemptionPolicy=Never."
+TERMINATING = "not eligible due to a terminating pod on the nominated node."
+_INT32_OFFSET = 2**31
+
+
+@dataclass
+class Candidate:
+    node: str
+    victims: list[PodInfo]
+    pdb_violations: int
+
+
+def _start(pod: PodInfo) -> float:
+    return parse_time((pod.pod.get("status") or {}).get("startTime")) or float("inf")
+
+
+def _more_important(pod: PodInfo) -> tuple[int, float]:
+    """Sort key: higher priority first, then the one that started earlier."""
+    return (-pod.priority, _start(pod))
+
+
+def terminating_by_preemption(pod: PodInfo) -> bool:
+    if not pod.terminating:
+        return False
+    return any(c.get("type") == "DisruptionTarget" and c.get("reason") == "PreemptionByScheduler"
+               for c in (pod.pod.get("status") or {}).get("conditions") or ())
+
+
+class _Budgets:
+    """PodDisruptionBudgets and the disruptions each still allows."""
+
+    def __init__(self, pdbs: list[Obj]) -> None:
+        self.entries: list[tuple[Obj, Any, int, set[str]]] = []
+        for pdb in pdbs:
+            sel = (pdb.get("spec") or {}).get("selector")
+            try:
+                selector = from_label_selector(sel)
+            except SelectorError:
+                continue
+            status = pdb.get("status") or {}
+            self.entries.append((pdb, selector, int(status.get("disruptionsAllowed") or 0),
+                                 set((status.get("disruptedPods") or {}).keys())))
+
+    def split(self, pods: list[PodInfo]) -> tuple[list[PodInfo], list[PodInfo]]:
+        """(pods whose eviction would violate a budget, the others), each in the given
+        order (budgets are used up in that order)."""
+        allowed = [e[2] for e in self.entries]
+        violating: list[PodInfo] = []
+        ok: list[PodInfo] = []
+        for pod in pods:
+            bad = False
+            for i, (pdb, selector, _, disrupted) in enumerate(self.entries):
+                if (pdb.get("metadata") or {}).get("namespace") != pod.namespace:
+                    continue
+                if selector.empty or not selector.matches(pod.labels):
+                    continue  # policy/v1: an empty selector matches no pod here
+                if pod.name in disrupted:
+                    continue
+                allowed[i] -= 1
+                if allowed[i] < 0:
+                    bad = True
+            (violating if bad else ok).append(pod)
+        return violating, ok
+
+
+class DefaultPreemption:
+    name = "DefaultPreemption"
+
+    def __init__(self, args: dict[str, Any], handle: Handle) -> None:
+        self.handle = handle
+        self.min_candidate_percentage = int(args.get("minCandidateNodesPercentage", 10))
+        self.min_candidate_absolute = int(args.get("minCandidateNodesAbsolute", 100))
+        if not 0 <= self.min_candidate_percentage <= 100:
+            raise ValueError("minCandidateNodesPercentage: not in valid range [0, 100]")
+        self.framework: Framework | None = None
+        self._recorder: EventRecorder | None = None
+
+    def bind_framework(self, fwk: Framework) -> None:
+        self.framework = fwk
+
+    # -- PostFilter ------------------------------------------------------------------------
+
+    async def post_filter(self, state: CycleState, pod: PodInfo, statuses: dict[str, Status]
+                          ) -> tuple[PostFilterResult | None, Status | None]:
+        ok, msg = self.eligible(pod, statuses)
+        if not ok:
+            return None, Status.unschedulable(msg)
+        nodes = self.handle.nodes()
+        candidates, node_statuses = self.find_candidates(state, pod, nodes, statuses)
+        if not candidates:
+            return None, Status.unschedulable(
+                "preemption: " + fit_message(len(nodes), node_statuses))
+        best = pick_one(candidates)
+        try:
+            await self.prepare(best, pod)
+        except StatusError as e:
+            return None, Status.error(f"preemption: {e.message}")
+        return PostFilterResult(best.node), None
+
+    def eligible(self, pod: PodInfo, statuses: dict[str, Status]) -> tuple[bool, str]:
+        if pod.spec.get("preemptionPolicy") == "Never":
+            return False, NEVER
+        nominated = (pod.pod.get("status") or {}).get("nominatedNodeName") or ""
+        if nominated:
+            st = statuses.get(nominated)
+            if st is not None and st.code == Code.UNSCHEDULABLE_AND_UNRESOLVABLE:
+                return True, ""
+            node = self.handle.node(nominated)
+            if node is not None and any(p.priority < pod.priority
+                                        and terminating_by_preemption(p)
+                                        for p in node.pods.values()):
+                return False, TERMINATING
+        return True, ""
+
+    def find_candidates(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
+                        statuses: dict[str, Status]
+                        ) -> tuple[list[Candidate], dict[str, Status]]:
+        out: dict[str, Status] = {}
+        potential: list[NodeInfo] = []
+        for n in nodes:
+            st = statuses.get(n.name)
+            if st is not None and st.code == Code.UNSCHEDULABLE_AND_UNRESOLVABLE:
+                out[n.name] = Status.unresolvable(NOT_HELPFUL)
+            else:
+                potential.append(n)
+        if not potential:
+            return [], out
+        budgets = _Budgets(self.handle.objects("poddisruptionbudgets"))
+        want = min(len(potential), max(self.min_candidate_absolute,
+                                       len(potential) * self.min_candidate_percentage // 100))
+        offset = random.randrange(len(potential))
+        non_violating: list[Candidate] = []
+        violating: list[Candidate] = []
+        for i in range(len(potential)):
+            node = potential[(offset + i) % len(potential)]
+            victims, violations, st = self.select_victims(state.clone(), pod, node.clone(),
+                                                          budgets)
+            if st is None and victims:
+                c = Candidate(node.name, victims, violations)
+                (violating if violations else non_violating).append(c)
+                if non_violating and len(non_violating) + len(violating) >= want:
+                    break
+                continue
+            out[node.name] = st if st is not None else Status.error(
+                f"expected at least one victim pod on node {node.name!r}")
+        return non_violating + violating, out
+
+    def select_victims(self, state: CycleState, pod: PodInfo, node: NodeInfo,
+                       budgets: _Budgets) -> tuple[list[PodInfo], int, Status | None]:
+        """The fewest, least important pods to remove from ``node`` (a copy) so that
+        ``pod`` fits, and how many of them break a disruption budget."""
+        fwk = self.framework
+        assert fwk is not None
+        lower = sorted((p for p in node.pods.values() if p.priority < pod.priority),
+                       key=_more_important)
+        if not lower:
+            return [], 0, Status.unresolvable(NO_VICTIMS)
+        for p in lower:
+            node.remove_pod(p)
+            st = fwk.run_remove_pod(state, pod, p, node)
+            if st is not None:
+                return [], 0, st
+        nominated = self.handle.nominator.for_node(node.name) if self.handle.nominator else []
+        st = fwk.run_filter_with_nominated(state, pod, node, nominated)
+        if st is not None:
+            return [], 0, st
+        violating, ok = budgets.split(lower)
+        victims: list[PodInfo] = []
+        violations = 0
+
+        def reprieve(p: PodInfo) -> bool:
+            node.add_pod(p)
+            fwk.run_add_pod(state, pod, p, node)
+            if fwk.run_filter_with_nominated(state, pod, node, nominated) is None:
+                return True
+            node.remove_pod(p)
+            fwk.run_remove_pod(state, pod, p, node)
+            victims.append(p)
+            return False
+
+        for p in violating:
+            if not reprieve(p):
+                violations += 1
+        for p in ok:
+            reprieve(p)
+        victims.sort(key=_more_important)
+        return victims, violations, None
+
+    # -- acting on the choice --------------------------------------------------------------
+
+    async def prepare(self, c: Candidate, pod: PodInfo) -> None:
+        client = self.handle.client
+        if self._recorder is None:
+            self._recorder = EventRecorder(client, "default-scheduler")
+        fwk_name = self.framework.name if self.framework is not None else "default-scheduler"
+        for v in c.victims:
+            waiting = self.handle.waiting_pods.get(v.uid)
+            if waiting is not None:
+                waiting.reject(self.name, "preempted")
+                continue
+            cond = {"type": "DisruptionTarget", "status": "True",
+                    "reason": "PreemptionByScheduler",
+                    "message": f"{fwk_name}: preempting to accommodate a higher priority pod",
+                    "lastTransitionTime": rfc3339()}
+            try:
+                await client.patch("v1", "pods", v.name, {"status": {"conditions": [cond]}},
+                                   namespace=v.namespace, subresource="status",
+                                   patch_type="strategic")
+                await client.delete("v1", "pods", v.name, namespace=v.namespace,
+                                    preconditions={"uid": v.uid})
+            except StatusError as e:
+                if e.code != 404:
+                    raise
+                continue
+            await self._recorder.emit(v.pod, "Normal", "Preempted",
+                                      f"Preempted by pod {pod.uid} on node {c.node}")
+        # lower-priority pods nominated to this node lose their place
+        nominator = self.handle.nominator
+        if nominator is None:
+            return
+        for other in nominator.for_node(c.node):
+            if other.priority < pod.priority:
+                nominator.delete(other.uid)
+                try:
+                    await client.patch("v1", "pods", other.name,
+                                       {"status": {"nominatedNodeName": None}},
+                                       namespace=other.namespace, subresource="status")
+                except StatusError as e:
+                    log.debug("clearing the nomination of %s: %s", other.key, e.message)
+
+
+def pick_one(candidates: list[Candidate]) -> Candidate:
+    """upstream's pickOneNodeForPreemption, criterion by criterion."""
+    def highest(c: Candidate) -> int:
+        return max(v.priority for v in c.victims)
+
+    steps: list[Callable[[Candidate], float]] = [
+        lambda c: c.pdb_violations,
+        highest,
+        lambda c: sum(v.priority + _INT32_OFFSET for v in c.victims),
+        lambda c: len(c.victims),
+        # the node whose most important victims started last loses the least work
+        lambda c: -min(_start(v) for v in c.victims if v.priority == highest(c)),
+    ]
+    remaining = candidates
+    for key in steps:
+        best = min(key(c) for c in remaining)
+        remaining = [c for c in remaining if key(c) == best]
+        if len(remaining) == 1:
+            break
+    return remaining[0]
+
+
+def new(args: dict[str, Any], handle: Handle) -> DefaultPreemption:
+    return DefaultPreemption(args, handle)

@@ -1,0 +1,505 @@
+"""InterPodAffinity: a pod's required (anti-)affinity and the required anti-affinity of the
+pods already running decide where it may go; preferred terms, and the terms existing pods
+hold toward it, rank the nodes that are left. Kubernetes 1.32 semantics.
+
+All the work over the cluster's pods is done once per attempt: PreFilter counts matching
+pods per topology pair ``(topologyKey, value)`` and PreScore sums weights per pair, so that
+Filter and Score cost a few dict lookups per node::
+
+    plugin = new({"hardPodAffinityWeight": 5}, handle)
+    _, status = plugin.pre_filter(state, pod, handle.nodes())
+    status = plugin.filter(state, pod, node)   # None, or why the node does not fit
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kybernetes.api.selectors import LabelSelector
+from kybernetes.scheduler.framework import (
+    MAX_NODE_SCORE,
+    Action,
+    ClusterEvent,
+    ClusterEventWithHint,
+    CycleState,
+    Handle,
+    PreFilterResult,
+    Status,
+)
+from kybernetes.scheduler.types import AffinityTerm, NodeInfo, PodInfo
+
+NAME = "InterPodAffinity"
+PRE_FILTER_STATE_KEY = "PreFilter" + NAME
+PRE_SCORE_STATE_KEY = "PreScore" + NAME
+
+ERR_REASON_AFFINITY_RULES_NOT_MATCH = "node(s) didn't match pod affinity rules"
+ERR_REASON_ANTI_AFFINITY_RULES_NOT_MATCH = "node(s) didn't match pod anti-affinity rules"
+ERR_REASON_EXISTING_ANTI_AFFINITY_RULES_NOT_MATCH = (
+    "node(s) didn't satisfy existing pods anti-affinity rules")
+
+DEFAULT_HARD_POD_AFFINITY_WEIGHT = 1
+MIN_HARD_POD_AFFINITY_WEIGHT = 0
+MAX_HARD_POD_AFFINITY_WEIGHT = 100
+
+TopologyPair = tuple[str, str]
+Counts = dict[TopologyPair, int]
+ScoreMap = dict[str, dict[str, int]]
+"""topologyKey -> topology value -> summed weight."""
+
+
+class _IncomingTerm:
+    """A term of the pod being scheduled, its namespaceSelector resolved as upstream merges
+    it into the namespace list: an empty selector selects every namespace (known or not), a
+    non-empty one only the known namespaces whose labels it matches. Resolutions are cached
+    for the attempt, as upstream lists the namespaces once."""
+
+    __slots__ = ("_eq", "_handle", "_ns", "_ns_selector", "selector", "topology_key", "weight")
+
+    def __init__(self, term: AffinityTerm, handle: Handle) -> None:
+        self.selector = term.selector
+        self.topology_key = term.topology_key
+        self.weight = term.weight
+        self._handle = handle
+        self._ns: dict[str, bool] = dict.fromkeys(term.namespaces, True)
+        self._ns_selector: LabelSelector | None = term.namespace_selector
+        # The usual selector (matchLabels, In) as (key, allowed values) pairs, so that the
+        # loops over every pod in the cluster stay in this frame.
+        self._eq: tuple[tuple[str, frozenset[str]], ...] | None = None
+        sel = term.selector
+        if not sel.nothing and all(r.op in ("=", "in") for r in sel.requirements):
+            self._eq = tuple((r.key, frozenset(r.values)) for r in sel.requirements)
+
+    def _selects_namespace(self, ns: str) -> bool:
+        sel = self._ns_selector
+        if sel is None:
+            hit = False
+        elif sel.empty:
+            hit = True
+        else:
+            labels = self._handle.namespace_labels(ns)
+            hit = labels is not None and sel.matches(labels)
+        self._ns[ns] = hit
+        return hit
+
+    def matches(self, pod: PodInfo) -> bool:
+        hit = self._ns.get(pod.namespace)
+        if hit is None:
+            hit = self._selects_namespace(pod.namespace)
+        if not hit:
+            return False
+        eq = self._eq
+        if eq is None:
+            return self.selector.matches(pod.labels)
+        labels = pod.labels
+        return all(labels.get(key) in values for key, values in eq)
+
+    def count(self, pods: Iterable[PodInfo]) -> int:
+        """How many of ``pods`` the term selects (``matches`` unrolled: the hot loop)."""
+        ns_hits = self._ns
+        eq = self._eq
+        n = 0
+        for p in pods:
+            hit = ns_hits.get(p.namespace)
+            if hit is None:
+                hit = self._selects_namespace(p.namespace)
+            if not hit:
+                continue
+            if eq is None:
+                n += self.selector.matches(p.labels)
+                continue
+            labels = p.labels
+            for key, values in eq:
+                if labels.get(key) not in values:
+                    break
+            else:
+                n += 1
+        return n
+
+
+def _incoming(terms: Iterable[AffinityTerm], handle: Handle) -> list[_IncomingTerm]:
+    return [_IncomingTerm(t, handle) for t in terms]
+
+
+def _matches_all(terms: list[_IncomingTerm], pod: PodInfo) -> bool:
+    """Whether ``pod`` matches every term (and there is at least one)."""
+    return bool(terms) and all(t.matches(pod) for t in terms)
+
+
+def _count_all(terms: list[_IncomingTerm], pods: Iterable[PodInfo]) -> int:
+    """How many of ``pods`` match every one of ``terms`` (at least one)."""
+    if len(terms) == 1:
+        return terms[0].count(pods)
+    return sum(1 for p in pods if all(t.matches(p) for t in terms))
+
+
+def _selects(term: AffinityTerm, pod: PodInfo, ns_labels: Mapping[str, str]) -> bool:
+    """``term.matches(pod, ns_labels)`` with the common requirements inlined, for the loops
+    over every existing pod's terms."""
+    if pod.namespace not in term.namespaces:
+        ns_sel = term.namespace_selector
+        if ns_sel is None or not ns_sel.matches(ns_labels):
+            return False
+    sel = term.selector
+    if sel.nothing:
+        return False
+    labels = pod.labels
+    for r in sel.requirements:
+        op = r.op
+        if op == "=" or op == "in":
+            if labels.get(r.key) not in r.values:
+                return False
+        elif not r.matches(labels):
+            return False
+    return True
+
+
+def _bump(counts: Counts, labels: Mapping[str, str], key: str, delta: int) -> None:
+    value = labels.get(key)
+    if value is None:
+        return
+    pair = (key, value)
+    n = counts.get(pair, 0) + delta
+    if n:
+        counts[pair] = n
+    else:
+        counts.pop(pair, None)  # counts go down on remove_pod; a zero is no entry
+
+
+class _PreFilterState:
+    """What Filter reads: the pod's required terms and three counts per topology pair."""
+
+    __slots__ = ("affinity", "affinity_counts", "affinity_keys", "anti_affinity",
+                 "anti_affinity_counts", "anti_affinity_keys", "existing_anti_affinity_counts",
+                 "ns_labels", "pod", "self_affinity")
+
+    def __init__(self, pod: PodInfo, affinity: list[_IncomingTerm],
+                 anti_affinity: list[_IncomingTerm], ns_labels: Mapping[str, str]) -> None:
+        self.pod = pod
+        self.affinity = affinity
+        self.anti_affinity = anti_affinity
+        self.affinity_keys = [t.topology_key for t in affinity]
+        self.anti_affinity_keys = [t.topology_key for t in anti_affinity]
+        self.ns_labels = ns_labels
+        """The pod's namespace labels ({} when the namespace is unknown)."""
+        self.self_affinity = _matches_all(affinity, pod)
+        self.affinity_counts: Counts = {}
+        """Existing pods matching all of the pod's required affinity terms."""
+        self.anti_affinity_counts: Counts = {}
+        """Existing pods matching one of the pod's required anti-affinity terms (per term)."""
+        self.existing_anti_affinity_counts: Counts = {}
+        """Existing pods' required anti-affinity terms that match the pod."""
+
+    def clone(self) -> _PreFilterState:
+        c = _PreFilterState.__new__(_PreFilterState)
+        for slot in _PreFilterState.__slots__:
+            setattr(c, slot, getattr(self, slot))
+        c.affinity_counts = dict(self.affinity_counts)
+        c.anti_affinity_counts = dict(self.anti_affinity_counts)
+        c.existing_anti_affinity_counts = dict(self.existing_anti_affinity_counts)
+        return c
+
+    def update_with_pod(self, other: PodInfo, node: NodeInfo, delta: int) -> None:
+        labels = node.labels
+        if other.has_required_anti_affinity:
+            for at in other.required_anti_affinity_terms:
+                if at.matches(self.pod, self.ns_labels):
+                    _bump(self.existing_anti_affinity_counts, labels, at.topology_key, delta)
+        if _matches_all(self.affinity, other):
+            for t in self.affinity:
+                _bump(self.affinity_counts, labels, t.topology_key, delta)
+        for t in self.anti_affinity:
+            if t.matches(other):
+                _bump(self.anti_affinity_counts, labels, t.topology_key, delta)
+
+    def satisfies_affinity(self, labels: Mapping[str, str]) -> bool:
+        counts = self.affinity_counts
+        pods_exist = True
+        for key in self.affinity_keys:
+            value = labels.get(key)
+            if value is None:
+                return False  # every topology key must be on the node
+            if counts.get((key, value), 0) <= 0:
+                pods_exist = False
+        if pods_exist:
+            return True
+        # The first pod of a group with affinity to itself: nothing in the cluster matches
+        # its terms yet, but it does, so it may go anywhere the topology keys exist.
+        return not counts and self.self_affinity
+
+    def satisfies_anti_affinity(self, labels: Mapping[str, str]) -> bool:
+        counts = self.anti_affinity_counts
+        if counts:
+            for key in self.anti_affinity_keys:
+                value = labels.get(key)
+                if value is not None and counts.get((key, value), 0) > 0:
+                    return False
+        return True
+
+    def satisfies_existing_anti_affinity(self, labels: Mapping[str, str]) -> bool:
+        counts = self.existing_anti_affinity_counts
+        if len(counts) < len(labels):
+            for (key, value), n in counts.items():
+                if n > 0 and labels.get(key) == value:
+                    return False
+        else:
+            for pair in labels.items():
+                if counts.get(pair, 0) > 0:
+                    return False
+        return True
+
+
+class _PreScoreState:
+    __slots__ = ("topology_score",)
+
+    def __init__(self, topology_score: ScoreMap) -> None:
+        self.topology_score = topology_score
+
+    def clone(self) -> _PreScoreState:
+        return self  # read-only once written
+
+
+def _add(scores: ScoreMap, labels: Mapping[str, str], key: str, weight: int) -> None:
+    value = labels.get(key)
+    if value is not None:
+        by_value = scores.get(key)
+        if by_value is None:
+            by_value = scores[key] = {}
+        by_value[value] = by_value.get(value, 0) + weight
+
+
+def _as_pod(obj: Any) -> PodInfo | None:
+    if obj is None or isinstance(obj, PodInfo):
+        return obj
+    return PodInfo(obj)
+
+
+def _node_labels(obj: Any) -> Mapping[str, str]:
+    if obj is None:
+        return {}
+    if isinstance(obj, NodeInfo):
+        return obj.labels
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+class InterPodAffinity:
+    """The plugin; ``new`` builds it from the profile's args."""
+
+    name = NAME
+
+    def __init__(self, handle: Handle, *,
+                 hard_pod_affinity_weight: int = DEFAULT_HARD_POD_AFFINITY_WEIGHT,
+                 ignore_preferred_terms_of_existing_pods: bool = False) -> None:
+        self.handle = handle
+        self.hard_pod_affinity_weight = hard_pod_affinity_weight
+        self.ignore_preferred_terms_of_existing_pods = ignore_preferred_terms_of_existing_pods
+
+    # -- PreFilter / Filter ------------------------------------------------------------
+
+    def pre_filter(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
+                   ) -> tuple[PreFilterResult | None, Status | None]:
+        handle = self.handle
+        affinity = _incoming(pod.required_affinity_terms, handle)
+        anti = _incoming(pod.required_anti_affinity_terms, handle)
+        s = _PreFilterState(pod, affinity, anti, handle.namespace_labels(pod.namespace) or {})
+        self._count_existing_anti_affinity(s, handle.nodes_with_required_anti_affinity_pods())
+        if not s.existing_anti_affinity_counts and not affinity and not anti:
+            return None, Status.skip()
+        if affinity or anti:
+            self._count_incoming(s, nodes)
+        state.write(PRE_FILTER_STATE_KEY, s)
+        return None, None
+
+    @staticmethod
+    def _count_existing_anti_affinity(s: _PreFilterState, nodes: list[NodeInfo]) -> None:
+        pod, ns_labels, counts = s.pod, s.ns_labels, s.existing_anti_affinity_counts
+        for node in nodes:
+            labels = node.labels
+            for existing in node.pods_with_required_anti_affinity.values():
+                for at in existing.required_anti_affinity_terms:
+                    if _selects(at, pod, ns_labels):
+                        _bump(counts, labels, at.topology_key, 1)
+
+    @staticmethod
+    def _count_incoming(s: _PreFilterState, nodes: list[NodeInfo]) -> None:
+        affinity, anti = s.affinity, s.anti_affinity
+        aff_counts, anti_counts = s.affinity_counts, s.anti_affinity_counts
+        for node in nodes:
+            pods = node.pods
+            if not pods:
+                continue
+            labels = node.labels
+            if affinity and any(k in labels for k in s.affinity_keys):
+                n = _count_all(affinity, pods.values())
+                if n:
+                    for t in affinity:
+                        _bump(aff_counts, labels, t.topology_key, n)
+            for t in anti:
+                if t.topology_key in labels:
+                    n = t.count(pods.values())
+                    if n:
+                        _bump(anti_counts, labels, t.topology_key, n)
+
+    def add_pod(self, state: CycleState, pod: PodInfo, to_add: PodInfo, node: NodeInfo
+                ) -> Status | None:
+        s = state.read(PRE_FILTER_STATE_KEY)
+        if not isinstance(s, _PreFilterState):
+            return _missing(PRE_FILTER_STATE_KEY)
+        s.update_with_pod(to_add, node, 1)
+        return None
+
+    def remove_pod(self, state: CycleState, pod: PodInfo, to_remove: PodInfo,
+                   node: NodeInfo) -> Status | None:
+        s = state.read(PRE_FILTER_STATE_KEY)
+        if not isinstance(s, _PreFilterState):
+            return _missing(PRE_FILTER_STATE_KEY)
+        s.update_with_pod(to_remove, node, -1)
+        return None
+
+    def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
+        s = state.read(PRE_FILTER_STATE_KEY)
+        if not isinstance(s, _PreFilterState):
+            return _missing(PRE_FILTER_STATE_KEY)
+        labels = node.labels
+        if s.affinity_keys and not s.satisfies_affinity(labels):
+            return Status.unresolvable(ERR_REASON_AFFINITY_RULES_NOT_MATCH)
+        if s.anti_affinity_counts and not s.satisfies_anti_affinity(labels):
+            return Status.unschedulable(ERR_REASON_ANTI_AFFINITY_RULES_NOT_MATCH)
+        if s.existing_anti_affinity_counts and not s.satisfies_existing_anti_affinity(labels):
+            return Status.unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY_RULES_NOT_MATCH)
+        return None
+
+    # -- PreScore / Score --------------------------------------------------------------
+
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
+                  ) -> Status | None:
+        handle = self.handle
+        preferred = _incoming(pod.preferred_affinity_terms, handle)
+        preferred_anti = _incoming(pod.preferred_anti_affinity_terms, handle)
+        has_constraints = bool(preferred or preferred_anti)
+        if self.ignore_preferred_terms_of_existing_pods and not has_constraints:
+            return Status.skip()
+        # Unless the pod has preferred terms, only pods with (anti-)affinity can add a score.
+        all_nodes = handle.nodes() if has_constraints else handle.nodes_with_affinity_pods()
+        ns_labels = handle.namespace_labels(pod.namespace) or {}
+        hard = self.hard_pod_affinity_weight
+        scores: ScoreMap = {}
+        for node in all_nodes:
+            labels = node.labels
+            if not labels:
+                continue
+            if has_constraints and node.pods:
+                pods = node.pods.values()
+                for t in preferred:
+                    if t.topology_key in labels:
+                        n = t.count(pods)
+                        if n:
+                            _add(scores, labels, t.topology_key, n * t.weight)
+                for t in preferred_anti:
+                    if t.topology_key in labels:
+                        n = t.count(pods)
+                        if n:
+                            _add(scores, labels, t.topology_key, -n * t.weight)
+            # Pods without (anti-)affinity hold no terms toward the incoming pod.
+            for existing in node.pods_with_affinity.values():
+                if hard > 0:
+                    for at in existing.required_affinity_terms:
+                        if _selects(at, pod, ns_labels):
+                            _add(scores, labels, at.topology_key, hard)
+                for at in existing.preferred_affinity_terms:
+                    if _selects(at, pod, ns_labels):
+                        _add(scores, labels, at.topology_key, at.weight)
+                for at in existing.preferred_anti_affinity_terms:
+                    if _selects(at, pod, ns_labels):
+                        _add(scores, labels, at.topology_key, -at.weight)
+        if not scores:
+            return Status.skip()
+        state.write(PRE_SCORE_STATE_KEY, _PreScoreState(scores))
+        return None
+
+    def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
+        s = state.read(PRE_SCORE_STATE_KEY)
+        if not isinstance(s, _PreScoreState):
+            return 0
+        labels = node.labels
+        total = 0
+        for key, by_value in s.topology_score.items():
+            value = labels.get(key)
+            if value is not None:
+                total += by_value.get(value, 0)
+        return total
+
+    def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:
+        s = state.read(PRE_SCORE_STATE_KEY)
+        if not isinstance(s, _PreScoreState) or not s.topology_score or not scores:
+            return
+        lo, hi = min(scores), max(scores)
+        diff = hi - lo
+        for i, raw in enumerate(scores):
+            scores[i] = int(MAX_NODE_SCORE * ((raw - lo) / diff)) if diff > 0 else 0
+
+    # -- queueing hints ----------------------------------------------------------------
+
+    def events_to_register(self) -> list[ClusterEventWithHint]:
+        return [
+            ClusterEventWithHint(
+                ClusterEvent("Pod", Action.ADD | Action.UPDATE_POD_LABEL | Action.DELETE),
+                self._after_pod_change),
+            ClusterEventWithHint(
+                ClusterEvent("Node", Action.ADD | Action.UPDATE_NODE_LABEL),
+                self._after_node_change),
+        ]
+
+    def _after_pod_change(self, pod: PodInfo, old: Any, new: Any) -> bool:
+        original, modified = _as_pod(old), _as_pod(new)
+        if (modified is not None and not modified.node_name) or (
+                original is not None and not original.node_name):
+            return False  # an unscheduled pod takes no part in (anti-)affinity
+        affinity = _incoming(pod.required_affinity_terms, self.handle)
+        anti = _incoming(pod.required_anti_affinity_terms, self.handle)
+        if original is not None and modified is not None:
+            if not _matches_all(affinity, original) and _matches_all(affinity, modified):
+                return True
+            return any(t.matches(original) and not t.matches(modified) for t in anti)
+        if modified is not None:
+            return _matches_all(affinity, modified)
+        if original is None:
+            return True
+        if any(t.matches(original) for t in anti):
+            return True
+        # The deleted pod's own anti-affinity may have been what kept the pod out.
+        ns_labels = self.handle.namespace_labels(pod.namespace) or {}
+        return any(at.matches(pod, ns_labels) for at in original.required_anti_affinity_terms)
+
+    def _after_node_change(self, pod: PodInfo, old: Any, new: Any) -> bool:
+        affinity = pod.required_affinity_terms
+        if not affinity:
+            return True  # the pod was kept out by anti-affinity, which a node may escape
+        keys = {t.topology_key for t in affinity}
+        keys.update(t.topology_key for t in pod.required_anti_affinity_terms)
+        new_labels, old_labels = _node_labels(new), _node_labels(old)
+        return any(k in new_labels or k in old_labels for k in keys)
+
+
+def _missing(key: str) -> Status:
+    return Status.error(f'error reading "{key}" from cycleState: not found')
+
+
+def new(args: dict[str, Any], handle: Handle) -> InterPodAffinity:
+    """The plugin from ``InterPodAffinityArgs``: ``hardPodAffinityWeight`` (0..100, default
+    1) and ``ignorePreferredTermsOfExistingPods`` (default false)."""
+    weight = args.get("hardPodAffinityWeight")
+    if weight is None:
+        weight = DEFAULT_HARD_POD_AFFINITY_WEIGHT
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise ValueError(f"hardPodAffinityWeight: Invalid value: {weight!r}: must be an integer")
+    if not MIN_HARD_POD_AFFINITY_WEIGHT <= weight <= MAX_HARD_POD_AFFINITY_WEIGHT:
+        raise ValueError(
+            f"hardPodAffinityWeight: Invalid value: {weight}: not in valid range "
+            f"[{MIN_HARD_POD_AFFINITY_WEIGHT}, {MAX_HARD_POD_AFFINITY_WEIGHT}]")
+    ignore = args.get("ignorePreferredTermsOfExistingPods", False)
+    if not isinstance(ignore, bool):
+        raise ValueError(
+            f"ignorePreferredTermsOfExistingPods: Invalid value: {ignore!r}: must be a boolean")
+    return InterPodAffinity(handle, hard_pod_affinity_weight=weight,
+                            ignore_preferred_terms_of_existing_pods=ignore)

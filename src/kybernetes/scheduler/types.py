@@ -1,0 +1,311 @@
+"""What the scheduler knows of pods and nodes, parsed once: a pod's requests, ports,
+affinity terms; a node's allocatable, what its pods request, the ports they use.
+
+``PodInfo`` wraps a pod dict; ``NodeInfo`` aggregates a node and the pods on it (bound
+or assumed). Both are built by the cache and read by plugins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from kybernetes.api.scheduling import NodeSelector, Resources, pod_requests, resource_list
+from kybernetes.api.selectors import LabelSelector, SelectorError, from_label_selector
+from kybernetes.api.storage import claims_of
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityTerm:
+    """A pod (anti-)affinity term, parsed: which pods it selects and over what domain."""
+
+    namespaces: frozenset[str]
+    selector: LabelSelector
+    topology_key: str
+    namespace_selector: LabelSelector | None = None
+    weight: int = 0
+
+    def matches(self, pod: PodInfo, ns_labels: Mapping[str, str] | None) -> bool:
+        """Whether ``pod`` is one of the pods this term selects."""
+        if pod.namespace in self.namespaces or (
+                self.namespace_selector is not None and ns_labels is not None
+                and self.namespace_selector.matches(ns_labels)):
+            return self.selector.matches(pod.labels)
+        return False
+
+
+def _affinity_term(pod_ns: str, term: Mapping[str, Any], weight: int = 0) -> AffinityTerm:
+    namespaces = term.get("namespaces") or []
+    ns_sel = term.get("namespaceSelector")
+    if not namespaces and ns_sel is None:
+        namespaces = [pod_ns]
+    selector = from_label_selector(term.get("labelSelector"))
+    # matchLabelKeys/mismatchLabelKeys are merged into the selector by the API server
+    return AffinityTerm(frozenset(namespaces), selector, str(term.get("topologyKey", "")),
+                        from_label_selector(ns_sel) if ns_sel is not None else None, weight)
+
+
+class PodInfo:
+    """A pod as the scheduler sees it; heavy parts are parsed on first use."""
+
+    __slots__ = (
+        "__dict__",
+        "key",
+        "labels",
+        "name",
+        "namespace",
+        "node_name",
+        "non_zero_cpu",
+        "non_zero_memory",
+        "pod",
+        "priority",
+        "requests",
+        "scheduler_name",
+        "spec",
+        "uid",
+    )
+
+    def __init__(self, pod: Obj) -> None:
+        self.update(pod)
+
+    def update(self, pod: Obj) -> None:
+        md = pod.get("metadata") or {}
+        spec = pod.get("spec") or {}
+        self.pod = pod
+        self.spec: Obj = spec
+        self.namespace: str = md.get("namespace", "")
+        self.name: str = md.get("name", "")
+        self.key = f"{self.namespace}/{self.name}"
+        self.uid: str = md.get("uid", "")
+        self.labels: dict[str, str] = md.get("labels") or {}
+        self.priority: int = int(spec.get("priority") or 0)
+        self.node_name: str = spec.get("nodeName") or ""
+        self.scheduler_name: str = spec.get("schedulerName") or "default-scheduler"
+        self.requests: Resources = pod_requests(pod)
+        nz = pod_requests(pod, non_zero=True)
+        self.non_zero_cpu: int = nz.get("cpu", 0)
+        self.non_zero_memory: int = nz.get("memory", 0)
+        self.__dict__.clear()  # forget what was parsed of the previous version
+
+    def __repr__(self) -> str:
+        return f"PodInfo({self.key})"
+
+    @property
+    def affinity(self) -> Obj:
+        return self.spec.get("affinity") or {}
+
+    @cached_property
+    def host_ports(self) -> list[tuple[str, str, int]]:
+        """(hostIP, protocol, hostPort) of every container port with a hostPort."""
+        out = []
+        for c in self.spec.get("containers") or ():
+            for p in c.get("ports") or ():
+                if p.get("hostPort"):
+                    out.append((p.get("hostIP") or "0.0.0.0", p.get("protocol") or "TCP",
+                                int(p["hostPort"])))
+        return out
+
+    @cached_property
+    def tolerations(self) -> list[Obj]:
+        return list(self.spec.get("tolerations") or ())
+
+    @cached_property
+    def required_node_affinity(self) -> NodeSelector | None:
+        req = ((self.affinity.get("nodeAffinity") or {})
+               .get("requiredDuringSchedulingIgnoredDuringExecution"))
+        return NodeSelector.parse(req) if req is not None else None
+
+    def _terms(self, kind: str, which: str) -> list[AffinityTerm]:
+        raw = (self.affinity.get(kind) or {}).get(which) or []
+        try:
+            if which.startswith("required"):
+                return [_affinity_term(self.namespace, t) for t in raw]
+            return [_affinity_term(self.namespace, t.get("podAffinityTerm") or {},
+                                   int(t.get("weight") or 0)) for t in raw]
+        except SelectorError:
+            return []  # validation rejects bad selectors; nothing to match with here
+
+    @cached_property
+    def required_affinity_terms(self) -> list[AffinityTerm]:
+        return self._terms("podAffinity", "requiredDuringSchedulingIgnoredDuringExecution")
+
+    @cached_property
+    def required_anti_affinity_terms(self) -> list[AffinityTerm]:
+        return self._terms("podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution")
+
+    @cached_property
+    def preferred_affinity_terms(self) -> list[AffinityTerm]:
+        return self._terms("podAffinity", "preferredDuringSchedulingIgnoredDuringExecution")
+
+    @cached_property
+    def preferred_anti_affinity_terms(self) -> list[AffinityTerm]:
+        return self._terms("podAntiAffinity",
+                           "preferredDuringSchedulingIgnoredDuringExecution")
+
+    @cached_property
+    def has_affinity(self) -> bool:
+        a = self.affinity
+        return bool(a.get("podAffinity") or a.get("podAntiAffinity"))
+
+    @cached_property
+    def has_required_anti_affinity(self) -> bool:
+        return bool(self.required_anti_affinity_terms)
+
+    @cached_property
+    def claims(self) -> list[str]:
+        return claims_of(self.pod)
+
+    @property
+    def terminating(self) -> bool:
+        return bool((self.pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+class NodeInfo:
+    """A node and what its pods (bound and assumed) take of it."""
+
+    __slots__ = (
+        "allocatable",
+        "allowed_pods",
+        "generation",
+        "labels",
+        "name",
+        "node",
+        "non_zero_cpu",
+        "non_zero_memory",
+        "pods",
+        "pods_with_affinity",
+        "pods_with_required_anti_affinity",
+        "pvc_refs",
+        "requested",
+        "taints",
+        "unschedulable",
+        "used_ports",
+    )
+
+    def __init__(self, node: Obj | None = None, name: str = "") -> None:
+        self.node: Obj | None = None
+        self.name = name
+        self.labels: dict[str, str] = {}
+        self.taints: list[Obj] = []
+        self.unschedulable = False
+        self.allocatable: Resources = {}
+        self.allowed_pods = 0
+        self.requested: Resources = {}
+        self.non_zero_cpu = 0
+        self.non_zero_memory = 0
+        self.pods: dict[str, PodInfo] = {}
+        self.pods_with_affinity: dict[str, PodInfo] = {}
+        self.pods_with_required_anti_affinity: dict[str, PodInfo] = {}
+        self.used_ports: dict[tuple[str, str, int], int] = {}
+        self.pvc_refs: dict[str, int] = {}
+        self.generation = 0
+        if node is not None:
+            self.set_node(node)
+
+    def __repr__(self) -> str:
+        return f"NodeInfo({self.name}, {len(self.pods)} pods)"
+
+    def set_node(self, node: Obj) -> None:
+        self.node = node
+        md = node.get("metadata") or {}
+        spec = node.get("spec") or {}
+        self.name = md.get("name", "")
+        self.labels = md.get("labels") or {}
+        self.taints = list(spec.get("taints") or ())
+        self.unschedulable = bool(spec.get("unschedulable"))
+        alloc = resource_list((node.get("status") or {}).get("allocatable"))
+        self.allowed_pods = alloc.pop("pods", 0)
+        self.allocatable = alloc
+        self.generation += 1
+
+    def add_pod(self, pi: PodInfo) -> None:
+        self.pods[pi.uid] = pi
+        req = self.requested
+        for k, v in pi.requests.items():
+            req[k] = req.get(k, 0) + v
+        self.non_zero_cpu += pi.non_zero_cpu
+        self.non_zero_memory += pi.non_zero_memory
+        if pi.has_affinity:
+            self.pods_with_affinity[pi.uid] = pi
+        if pi.has_required_anti_affinity:
+            self.pods_with_required_anti_affinity[pi.uid] = pi
+        for port in pi.host_ports:
+            self.used_ports[port] = self.used_ports.get(port, 0) + 1
+        for claim in pi.claims:
+            ref = f"{pi.namespace}/{claim}"
+            self.pvc_refs[ref] = self.pvc_refs.get(ref, 0) + 1
+        self.generation += 1
+
+    def remove_pod(self, pi: PodInfo) -> bool:
+        old = self.pods.pop(pi.uid, None)
+        if old is None:
+            return False
+        req = self.requested
+        for k, v in old.requests.items():
+            req[k] = req.get(k, 0) - v
+        self.non_zero_cpu -= old.non_zero_cpu
+        self.non_zero_memory -= old.non_zero_memory
+        self.pods_with_affinity.pop(old.uid, None)
+        self.pods_with_required_anti_affinity.pop(old.uid, None)
+        for port in old.host_ports:
+            n = self.used_ports.get(port, 0) - 1
+            if n > 0:
+                self.used_ports[port] = n
+            else:
+                self.used_ports.pop(port, None)
+        for claim in old.claims:
+            ref = f"{old.namespace}/{claim}"
+            n = self.pvc_refs.get(ref, 0) - 1
+            if n > 0:
+                self.pvc_refs[ref] = n
+            else:
+                self.pvc_refs.pop(ref, None)
+        self.generation += 1
+        return True
+
+    def clone(self) -> NodeInfo:
+        c = NodeInfo(name=self.name)
+        c.node = self.node
+        c.labels = self.labels
+        c.taints = self.taints
+        c.unschedulable = self.unschedulable
+        c.allocatable = self.allocatable
+        c.allowed_pods = self.allowed_pods
+        c.requested = dict(self.requested)
+        c.non_zero_cpu = self.non_zero_cpu
+        c.non_zero_memory = self.non_zero_memory
+        c.pods = dict(self.pods)
+        c.pods_with_affinity = dict(self.pods_with_affinity)
+        c.pods_with_required_anti_affinity = dict(self.pods_with_required_anti_affinity)
+        c.used_ports = dict(self.used_ports)
+        c.pvc_refs = dict(self.pvc_refs)
+        c.generation = self.generation
+        return c
+
+
+def make_pod(name: str = "p", namespace: str = "default", *, uid: str = "",
+             requests: Mapping[str, str] | None = None, **spec: Any) -> Obj:
+    """A minimal pod dict, for tests and simulations."""
+    containers = [{"name": "c", "image": "busybox",
+                   "resources": {"requests": dict(requests or {})}}]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid or f"uid-{name}",
+                         "labels": spec.pop("labels", {})},
+            "spec": {"containers": containers, **spec}}
+
+
+def make_node(name: str, *, cpu: str = "4", memory: str = "32Gi", pods: int = 110,
+              labels: Mapping[str, str] | None = None, taints: list[Obj] | None = None,
+              extra: Mapping[str, str] | None = None, unschedulable: bool = False) -> Obj:
+    """A minimal Ready node dict, for tests and simulations."""
+    alloc = {"cpu": cpu, "memory": memory, "pods": str(pods), **(extra or {})}
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+                                                  **(labels or {})}},
+            "spec": {"taints": list(taints or []), "unschedulable": unschedulable},
+            "status": {"capacity": alloc, "allocatable": alloc,
+                       "conditions": [{"type": "Ready", "status": "True"}]}}

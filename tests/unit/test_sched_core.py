@@ -1,0 +1,378 @@
+"""The scheduling cycle, the queue, the configuration and preemption, without a server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kybernetes.aio.clock import FakeClock
+from kybernetes.scheduler import config
+from kybernetes.scheduler.cache import Cache
+from kybernetes.scheduler.framework import (
+    NODE_ADD,
+    POD_DELETE,
+    Action,
+    ClusterEvent,
+    CycleState,
+    Status,
+)
+from kybernetes.scheduler.plugins.defaultpreemption import Candidate, pick_one
+from kybernetes.scheduler.queue import SchedulingQueue
+from kybernetes.scheduler.runtime import num_feasible_nodes_to_find
+from kybernetes.scheduler.scheduler import FitError, Scheduler
+from kybernetes.scheduler.types import PodInfo, make_node, make_pod
+
+Obj = dict[str, Any]
+
+
+def _scheduler(nodes: list[Obj], pods: list[Obj] = (), cfg: Obj | None = None  # type: ignore[assignment]
+               ) -> Scheduler:
+    s = Scheduler(None, config.parse(cfg or {}))  # type: ignore[arg-type]
+    for n in nodes:
+        s._node_added(n)
+    for p in pods:
+        s.cache.set_pod(p)
+    return s
+
+
+def _schedule(s: Scheduler, pod: Obj, profile: str = "default-scheduler") -> str:
+    return s.schedule_pod(s.profiles[profile], CycleState(), PodInfo(pod))
+
+
+def _gpu_cluster() -> list[Obj]:
+    """12 nodes: 8 without GPUs, 4 GPU nodes tainted gpu=true:NoSchedule."""
+    taint = {"key": "gpu", "value": "true", "effect": "NoSchedule"}
+    return [make_node(f"cpu-{i}") for i in range(8)] + [
+        make_node(f"gpu-{i}", taints=[taint], extra={"nvidia.com/gpu": "1"}) for i in range(4)]
+
+
+def test_fit_error_message_reads_like_upstream() -> None:
+    """An unplaceable GPU pod gets upstream's reason counts, sorted, then preemption's."""
+    s = _scheduler(_gpu_cluster())
+    with pytest.raises(FitError) as e:
+        _schedule(s, make_pod("train", requests={"nvidia.com/gpu": "1"}))
+    assert str(e.value) == ("0/12 nodes are available: 4 node(s) had untolerated taint "
+                            "{gpu: true}, 8 Insufficient nvidia.com/gpu.")
+
+
+def test_tolerating_gpu_pod_lands_on_a_gpu_node() -> None:
+    """With the toleration the pod fits a GPU node, and only there."""
+    s = _scheduler(_gpu_cluster())
+    pod = make_pod("train", requests={"nvidia.com/gpu": "1"},
+                   tolerations=[{"key": "gpu", "operator": "Exists"}])
+    assert _schedule(s, pod).startswith("gpu-")
+
+
+def test_assumed_pods_take_space_at_once() -> None:
+    """The next pod sees the space the previous one was assumed to take."""
+    s = _scheduler([make_node("a", cpu="2"), make_node("b", cpu="2")])
+    placed = []
+    for i in range(4):
+        pi = PodInfo(make_pod(f"p{i}", uid=f"u{i}", requests={"cpu": "1"}))
+        node = s.schedule_pod(s.profiles["default-scheduler"], CycleState(), pi)
+        s.cache.assume(pi, node)
+        placed.append(node)
+    assert sorted(placed) == ["a", "a", "b", "b"]
+    with pytest.raises(FitError, match="2 Insufficient cpu"):
+        _schedule(s, make_pod("p9", uid="u9", requests={"cpu": "1"}))
+    s.cache.forget(PodInfo(make_pod("p0", uid="u0")))
+    assert _schedule(s, make_pod("p9", uid="u9", requests={"cpu": "1"})) == placed[0]
+
+
+def test_least_allocated_spreads_and_most_allocated_packs() -> None:
+    """The default profile spreads; a MostAllocated profile packs onto the busy node."""
+    cfg = {"profiles": [{"schedulerName": "default-scheduler"},
+                        {"schedulerName": "bin-packing", "pluginConfig": [
+                            {"name": "NodeResourcesFit", "args": {"scoringStrategy": {
+                                "type": "MostAllocated"}}}]}]}
+    busy = make_pod("x", uid="ux", requests={"cpu": "2", "memory": "16Gi"}, nodeName="busy")
+    s = _scheduler([make_node("busy"), make_node("idle")], [busy], cfg)
+    pod = make_pod("p", requests={"cpu": "1", "memory": "1Gi"})
+    assert _schedule(s, pod) == "idle"
+    assert _schedule(s, pod, "bin-packing") == "busy"
+
+
+def test_pre_filter_rejection_message() -> None:
+    """A PreFilter rejection is reported once, not per node."""
+    s = _scheduler([make_node("a"), make_node("b")])
+    pod = make_pod("p", affinity={"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In",
+                              "values": ["zzz"]}]}]}}})
+    with pytest.raises(FitError) as e:
+        _schedule(s, pod)
+    assert str(e.value) == ("0/2 nodes are available: 2 node(s) didn't satisfy plugin(s) "
+                            "[NodeAffinity].")
+
+
+def test_no_nodes() -> None:
+    """Without nodes the message says so."""
+    with pytest.raises(FitError, match="no nodes available to schedule pods"):
+        _schedule(_scheduler([]), make_pod("p"))
+
+
+@pytest.mark.parametrize(("percentage", "nodes", "want"), [
+    pytest.param(0, 50, 50, id="small-cluster-all-nodes"),
+    pytest.param(0, 5000, 500, id="adaptive-10-percent-at-5000"),
+    pytest.param(0, 1000, 420, id="adaptive-42-percent-at-1000"),
+    pytest.param(0, 100000, 5000, id="adaptive-floor-5-percent"),
+    pytest.param(1, 5000, 100, id="at-least-100"),
+    pytest.param(100, 5000, 5000, id="all"),
+])
+def test_num_feasible_nodes(percentage: int, nodes: int, want: int) -> None:
+    """percentageOfNodesToScore follows upstream's adaptive default."""
+    assert num_feasible_nodes_to_find(percentage, nodes) == want
+
+
+def test_search_stops_early_and_rotates() -> None:
+    """With 500 nodes, 135 feasible are enough; the next search starts where it stopped."""
+    s = _scheduler([make_node(f"n{i:03d}") for i in range(500)])
+    fwk = s.profiles["default-scheduler"]
+    pi = PodInfo(make_pod("p"))
+    from kybernetes.scheduler.scheduler import Diagnosis
+
+    def search() -> list[Any]:
+        state = CycleState()
+        fwk.run_pre_filter(state, pi, s.cache.nodes())
+        return s._find_feasible(fwk, state, pi, s.cache.nodes(), Diagnosis())
+
+    first, second = search(), search()
+    assert len(first) == len(second) == num_feasible_nodes_to_find(0, 500) == 230
+    assert {n.name for n in first}.isdisjoint({n.name for n in second})
+
+
+def test_zones_are_interleaved() -> None:
+    """Nodes are tried zone by zone in turn, so an early stop still sees every zone."""
+    c = Cache()
+    for i in range(3):
+        for z in ("z1", "z2"):
+            c.set_node(make_node(f"{z}-{i}", labels={"topology.kubernetes.io/zone": z}))
+    assert [n.name for n in c.nodes()][:4] == ["z1-0", "z2-0", "z1-1", "z2-1"]
+
+
+# -- queue --------------------------------------------------------------------------------
+
+
+def _queue(clock: FakeClock, **kw: Any) -> SchedulingQueue:
+    from kybernetes.scheduler.plugins.noderesources import Fit
+
+    events = {"NodeResourcesFit": Fit({}).events_to_register()}
+    return SchedulingQueue(lambda p, t: (-p.priority, t), clock=clock, events=events, **kw)
+
+
+async def test_queue_pops_by_priority_then_age() -> None:
+    """Higher priority first; equal priority in arrival order."""
+    clock = FakeClock()
+    q = _queue(clock)
+    for name, prio in (("low", 1), ("high", 10), ("low2", 1)):
+        clock.advance(1)
+        q.add(PodInfo(make_pod(name, uid=name, priority=prio)))
+    assert [(await q.pop()).pod.name for _ in range(3)] == ["high", "low", "low2"]
+
+
+async def test_unschedulable_pod_waits_for_a_helpful_event() -> None:
+    """A pod NodeResourcesFit rejected moves on a pod deletion, not on a label change."""
+    clock = FakeClock()
+    q = _queue(clock)
+    q.add(PodInfo(make_pod("p", uid="p")))
+    qp = await q.pop()
+    q.add_unschedulable(qp, plugins={"NodeResourcesFit"})
+    assert q.where("p") == "unschedulable"
+    q.on_event(ClusterEvent("Pod", Action.UPDATE_POD_LABEL))
+    assert q.where("p") == "unschedulable"
+    q.on_event(POD_DELETE)
+    assert q.where("p") == "backoff"
+    clock.advance(1.0)
+    q.flush()
+    assert q.where("p") == "active"
+
+
+async def test_event_during_the_attempt_is_not_lost() -> None:
+    """A cluster event while the pod was being scheduled sends it to backoffQ."""
+    clock = FakeClock()
+    q = _queue(clock)
+    q.add(PodInfo(make_pod("p", uid="p")))
+    qp = await q.pop()
+    q.on_event(NODE_ADD)
+    q.add_unschedulable(qp, plugins={"NodeResourcesFit"})
+    assert q.where("p") == "backoff"
+
+
+async def test_backoff_doubles_up_to_the_cap() -> None:
+    """Back-off is 1 s, 2 s, 4 s, 8 s, then 10 s."""
+    clock = FakeClock()
+    q = _queue(clock)
+    q.add(PodInfo(make_pod("p", uid="p")))
+    waits = []
+    for _ in range(6):
+        qp = await q.pop()
+        waits.append(q.backoff_duration(qp))
+        q.add_unschedulable(qp, plugins=set(), error=True)
+        clock.advance(q.backoff_duration(qp))
+    assert waits == [1, 2, 4, 8, 10, 10]
+
+
+async def test_unschedulable_pods_retry_after_five_minutes() -> None:
+    """Without any event, an unschedulable pod is tried again after five minutes."""
+    clock = FakeClock()
+    q = _queue(clock)
+    q.add(PodInfo(make_pod("p", uid="p")))
+    q.add_unschedulable(await q.pop(), plugins={"NodeResourcesFit"})
+    clock.advance(299)
+    q.flush()
+    assert q.where("p") == "unschedulable"
+    clock.advance(2)
+    q.flush()
+    assert q.where("p") == "active"
+
+
+def test_gated_pod_enters_when_gates_are_removed() -> None:
+    """A gated pod waits outside activeQ until an update removes its gates."""
+    from kybernetes.scheduler.plugins.schedulinggates import SchedulingGates
+
+    gates = SchedulingGates()
+    q = SchedulingQueue(lambda p, t: (t,), pre_enqueue=gates.pre_enqueue, clock=FakeClock())
+    q.add(PodInfo(make_pod("p", uid="p", schedulingGates=[{"name": "wait"}])))
+    assert q.where("p") == "gated"
+    q.update(PodInfo(make_pod("p", uid="p")))
+    assert q.where("p") == "active"
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("doc", "error"), [
+    pytest.param({"apiVersion": "kubescheduler.config.k8s.io/v1beta3"}, "apiVersion",
+                 id="old-api-version"),
+    pytest.param({"profiles": [{"schedulerName": "a"}, {"schedulerName": "a"}]},
+                 "Duplicate value", id="duplicate-profile"),
+    pytest.param({"percentageOfNodesToScore": 120}, "percentageOfNodesToScore",
+                 id="percentage-out-of-range"),
+    pytest.param({"profiles": [{"plugins": {"filter": {"enabled": [{"name": "Nope"}]}}}]},
+                 "plugin 'Nope' not found", id="unknown-plugin"),
+    pytest.param({"profiles": [{"plugins": {"filter": {"enabled": [
+        {"name": "PrioritySort"}]}}}]}, "does not extend filter", id="wrong-extension-point"),
+    pytest.param({"profiles": [{"plugins": {"bind": {"disabled": [{"name": "*"}]}}}]},
+                 "bind plugin", id="no-binder"),
+    pytest.param({"profiles": [{"pluginConfig": [{"name": "NodeResourcesFit", "args": {
+        "scoringStrategy": {"type": "Fancy"}}}]}]}, "Unsupported value", id="bad-args"),
+])
+def test_configuration_errors(doc: Obj, error: str) -> None:
+    """Bad configurations are refused with a field and a reason."""
+    with pytest.raises(config.ConfigError, match=error):
+        config.build(config.parse(doc), Cache())
+
+
+def test_configuration_disables_and_weights() -> None:
+    """Plugins can be disabled per extension point and re-weighted."""
+    cfg = config.parse({"profiles": [{"plugins": {
+        "score": {"disabled": [{"name": "NodeResourcesBalancedAllocation"}],
+                  "enabled": [{"name": "NodeAffinity", "weight": 7}]},
+        "filter": {"disabled": [{"name": "TaintToleration"}]}}}]})
+    fwk = config.build(cfg, Cache())["default-scheduler"]
+    assert "NodeResourcesBalancedAllocation" not in [p.name for p in fwk.score]
+    assert "TaintToleration" not in [p.name for p in fwk.filter]
+    assert "TaintToleration" in [p.name for p in fwk.score]
+    assert fwk.weights["NodeAffinity"] == 7
+    assert fwk.weights["TaintToleration"] == 3
+
+
+# -- preemption ---------------------------------------------------------------------------
+
+
+def _running(name: str, node: str, prio: int, cpu: str, start: str = "2026-01-01T00:00:00Z",
+             labels: dict[str, str] | None = None) -> Obj:
+    pod = make_pod(name, uid=f"u-{name}", requests={"cpu": cpu}, nodeName=node,
+                   priority=prio, labels=labels or {})
+    pod["status"] = {"phase": "Running", "startTime": start}
+    return pod
+
+
+def _victims(s: Scheduler, pod: Obj) -> dict[str, list[str]]:
+    fwk = s.profiles["default-scheduler"]
+    pi = PodInfo(pod)
+    state = CycleState()
+    with pytest.raises(FitError) as e:
+        s.schedule_pod(fwk, state, pi)
+    plugin = fwk.all_plugins["DefaultPreemption"]
+    cands, _statuses = plugin.find_candidates(state, pi, s.cache.nodes(), e.value.diagnosis.statuses)
+    return {c.node: [v.name for v in c.victims] for c in cands}
+
+
+def test_preemption_removes_only_what_is_needed() -> None:
+    """Lower-priority pods are removed, then the most important given back while it fits."""
+    s = _scheduler([make_node("a", cpu="4")], [
+        _running("big-low", "a", 10, "2"), _running("small-low", "a", 10, "1"),
+        _running("mid", "a", 50, "1")])
+    assert _victims(s, make_pod("urgent", priority=100, requests={"cpu": "2"})) == {
+        "a": ["big-low"]}
+
+
+def test_preemption_never_touches_equal_or_higher_priority() -> None:
+    """Pods of equal or higher priority are never victims."""
+    s = _scheduler([make_node("a", cpu="2")], [_running("peer", "a", 100, "2")])
+    fwk = s.profiles["default-scheduler"]
+    pi = PodInfo(make_pod("p", priority=100, requests={"cpu": "1"}))
+    with pytest.raises(FitError) as e:
+        s.schedule_pod(fwk, CycleState(), pi)
+    plugin = fwk.all_plugins["DefaultPreemption"]
+    cands, statuses = plugin.find_candidates(CycleState(), pi, s.cache.nodes(),
+                                             e.value.diagnosis.statuses)
+    assert cands == []
+    assert statuses["a"].reasons == ["No preemption victims found for incoming pod"]
+
+
+def test_preemption_respects_disruption_budgets_where_possible() -> None:
+    """Of two nodes, the one whose victims no PodDisruptionBudget protects is chosen."""
+    s = _scheduler([make_node("a", cpu="2"), make_node("b", cpu="2")], [
+        _running("guarded", "a", 10, "2", labels={"app": "db"}),
+        _running("free", "b", 20, "2", labels={"app": "batch"})])
+    pdb = {"metadata": {"name": "db", "namespace": "default"},
+           "spec": {"selector": {"matchLabels": {"app": "db"}}},
+           "status": {"disruptionsAllowed": 0}}
+    s.extra["poddisruptionbudgets"]._store("default/db", pdb)
+    fwk = s.profiles["default-scheduler"]
+    pi = PodInfo(make_pod("p", priority=100, requests={"cpu": "2"}))
+    state = CycleState()
+    with pytest.raises(FitError) as e:
+        s.schedule_pod(fwk, state, pi)
+    cands, _ = fwk.all_plugins["DefaultPreemption"].find_candidates(
+        state, pi, s.cache.nodes(), e.value.diagnosis.statuses)
+    assert {c.node: c.pdb_violations for c in cands} == {"a": 1, "b": 0}
+    assert pick_one(cands).node == "b"
+
+
+def _cand(node: str, prios: list[int], violations: int = 0,
+          starts: list[str] | None = None) -> Candidate:
+    starts = starts or ["2026-01-01T00:00:00Z"] * len(prios)
+    return Candidate(node, [PodInfo(_running(f"{node}{i}", node, p, "1", start=t))
+                            for i, (p, t) in enumerate(zip(prios, starts, strict=True))],
+                     violations)
+
+
+@pytest.mark.parametrize(("cands", "want"), [
+    pytest.param([_cand("a", [1], 1), _cand("b", [50])], "b", id="fewest-pdb-violations"),
+    pytest.param([_cand("a", [50]), _cand("b", [10, 10])], "b", id="lowest-highest-priority"),
+    pytest.param([_cand("a", [10, 10]), _cand("b", [10, 1])], "b", id="lowest-priority-sum"),
+    pytest.param([_cand("a", [10, 10]), _cand("b", [10])], "b", id="fewest-victims"),
+    pytest.param([_cand("a", [10], starts=["2026-01-01T00:00:00Z"]),
+                  _cand("b", [10], starts=["2026-01-02T00:00:00Z"])], "b",
+                 id="latest-start-time"),
+])
+def test_pick_one_node_for_preemption(cands: list[Candidate], want: str) -> None:
+    """Candidates are compared criterion by criterion, as upstream."""
+    assert pick_one(cands).node == want
+
+
+async def test_preemption_policy_never_does_not_preempt() -> None:
+    """A pod with preemptionPolicy Never waits instead of preempting."""
+    s = _scheduler([make_node("a", cpu="2")], [_running("low", "a", 1, "2")])
+    fwk = s.profiles["default-scheduler"]
+    plugin = fwk.all_plugins["DefaultPreemption"]
+    pi = PodInfo(make_pod("p", priority=100, preemptionPolicy="Never",
+                          requests={"cpu": "1"}))
+    result, st = await plugin.post_filter(CycleState(), pi,
+                                          {"a": Status.unschedulable("Insufficient cpu")})
+    assert result is None and st is not None
+    assert st.message == "not eligible due to preemptionPolicy=Never."
