@@ -182,3 +182,25 @@ def test_claim_without_class_or_volume_stays_pending(cluster: Cluster,
     assert cluster.kubectl_json("get", "pvc", "none", "-n", namespace)["status"][
         "phase"] == "Pending"
     assert phase(cluster, namespace, "waits") == "Pending"
+
+
+def test_scheduler_binds_a_wait_for_first_consumer_claim(cluster: Cluster,
+                                                         namespace: str) -> None:
+    """A pod without a node and a fresh local-path claim: the scheduler picks the node,
+    has the volume provisioned there (selected-node), waits for the binding, then binds
+    the pod, which writes to the volume."""
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": "scratch"},
+             "spec": {"accessModes": ["ReadWriteOnce"],
+                      "resources": {"requests": {"storage": "10Mi"}}}}
+    writer = reader(cluster, "writer", "scratch", "echo ok > /data/out && cat /data/out")
+    del writer["spec"]["nodeName"]
+    apply(cluster, namespace, claim, writer)
+    wait_for("the writer to succeed", lambda: phase(cluster, namespace, "writer") == "Succeeded",
+             timeout=60)
+    bound = cluster.kubectl_json("get", "pvc", "scratch", "-n", namespace)
+    assert bound["status"]["phase"] == "Bound"
+    assert bound["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == \
+        cluster.node_name
+    assert pod(cluster, namespace, "writer")["spec"]["nodeName"] == cluster.node_name
+    assert cluster.kubectl("logs", "writer", "-n", namespace).stdout == "ok\n"

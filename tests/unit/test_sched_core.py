@@ -376,3 +376,75 @@ async def test_preemption_policy_never_does_not_preempt() -> None:
                                           {"a": Status.unschedulable("Insufficient cpu")})
     assert result is None and st is not None
     assert st.message == "not eligible due to preemptionPolicy=Never."
+
+
+# -- the batch fast path decides exactly as the node-by-node path ------------------------
+
+
+def _random_cluster(rng: Any, n: int) -> list[Obj]:
+    nodes = []
+    for i in range(n):
+        taints = []
+        if rng.random() < 0.2:
+            taints.append({"key": "gpu", "value": "true",
+                           "effect": rng.choice(["NoSchedule", "PreferNoSchedule"])})
+        nodes.append(make_node(f"n{i}", cpu=str(rng.choice([1, 2, 4, 8])),
+                               memory=rng.choice(["2Gi", "8Gi", "32Gi"]),
+                               pods=rng.choice([3, 110]), taints=taints,
+                               unschedulable=rng.random() < 0.1,
+                               extra={"nvidia.com/gpu": str(rng.choice([0, 1, 4]))}))
+    return nodes
+
+
+def _random_pod(rng: Any, i: int) -> Obj:
+    requests = {"cpu": rng.choice(["100m", "500m", "1", "3"]),
+                "memory": rng.choice(["100Mi", "1Gi", "6Gi"])}
+    if rng.random() < 0.3:
+        requests["nvidia.com/gpu"] = str(rng.choice([1, 2]))
+    if rng.random() < 0.2:
+        del requests["memory"]
+    tolerations = [{"key": "gpu", "operator": "Exists"}] if rng.random() < 0.5 else []
+    return make_pod(f"p{i}", uid=f"u{i}", requests=requests, tolerations=tolerations)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batch_path_matches_node_by_node(seed: int) -> None:
+    """Same feasible nodes in the same order, same scores, for random clusters and pods."""
+    import random
+
+    import numpy as np
+
+    from kybernetes.scheduler import batch
+    from kybernetes.scheduler.scheduler import Diagnosis
+
+    rng = random.Random(seed)
+    s = _scheduler(_random_cluster(rng, 300))
+    fwk = s.profiles["default-scheduler"]
+    placed = 0
+    for i in range(150):
+        pi = PodInfo(_random_pod(rng, i))
+        start = rng.randrange(300)
+        slow_state, fast_state = CycleState(), CycleState()
+        nodes = s.cache.nodes()
+        fwk.run_pre_filter(slow_state, pi, nodes)
+        fwk.run_pre_filter(fast_state, pi, nodes)
+        s._next_start = start
+        slow = s._find_feasible(fwk, slow_state, pi, nodes, Diagnosis())
+        fast = batch.feasible(fwk, fast_state, pi, s.cache.table(), start=start,
+                              want=num_feasible_nodes_to_find(0, len(nodes)))
+        if not slow:
+            assert fast is None
+            continue
+        assert fast is not None
+        rows, walked = fast
+        assert [nodes[r].name for r in rows.tolist()] == [n.name for n in slow]
+        assert (start + walked) % len(nodes) == s._next_start
+        fwk.run_pre_score(slow_state, pi, slow)
+        fwk.run_pre_score(fast_state, pi, slow)
+        totals, _ = fwk.run_score(slow_state, pi, slow)
+        fast_totals = batch.scores(fwk, fast_state, pi, s.cache.table(), rows)
+        assert fast_totals is not None
+        assert np.array_equal(fast_totals, np.array(totals))
+        s.cache.assume(pi, slow[int(np.argmax(fast_totals))].name)
+        placed += 1
+    assert placed > 50

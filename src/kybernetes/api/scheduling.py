@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from kybernetes.api import quantity
@@ -25,7 +26,9 @@ DEFAULT_MEMORY_REQUEST = 200 * 1024 * 1024
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
+@lru_cache(maxsize=4096)
 def amount(name: str, q: str | int | float) -> int:
+    """A quantity in canonical units (memoised: clusters repeat the same few values)."""
     return quantity.milli_value(q) if name == "cpu" else quantity.value(q)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kybernetes.scheduler.nodetable import NodeTable
 from kybernetes.scheduler.types import NodeInfo, PodInfo
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,6 @@ def _zone(node: NodeInfo) -> str:
     return f"{labels.get(REGION_LABEL, '')}:\x00:{labels.get(ZONE_LABEL, '')}"
 
 
-def with_node(pod: Obj, node_name: str) -> Obj:
-    """A shallow copy of ``pod`` with ``spec.nodeName`` set."""
-    return {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node_name}}
-
-
 class Cache:
     """Nodes and their pods; also the ``Handle`` plugins read (with ``objects``,
     ``namespace_labels`` and ``client`` supplied by the scheduler)."""
@@ -47,6 +43,7 @@ class Cache:
         self._nodes: dict[str, NodeInfo] = {}
         self._pods: dict[str, _PodState] = {}
         self._order: list[NodeInfo] | None = None
+        self._table: NodeTable | None = None
         self._with_affinity: dict[str, NodeInfo] = {}
         self._with_anti_affinity: dict[str, NodeInfo] = {}
         self.objects_source: Callable[[str], list[Obj]] = lambda resource: []
@@ -75,7 +72,17 @@ class Cache:
                 for i in range(max(len(x) for x in lists)):
                     order.extend(x[i] for x in lists if i < len(x))
                 self._order = order
+            if self._table is not None:
+                for n in self._table.nodes:
+                    n.table = None
+            self._table = NodeTable(self._order)
         return self._order
+
+    def table(self) -> NodeTable:
+        """The resources of the nodes of :meth:`nodes`, as columns (same order)."""
+        self.nodes()
+        assert self._table is not None
+        return self._table
 
     def node(self, name: str) -> NodeInfo | None:
         n = self._nodes.get(name)
@@ -152,7 +159,7 @@ class Cache:
         """Account ``pod`` on ``node_name`` before its binding is written."""
         if pod.uid in self._pods:
             raise ValueError(f"pod {pod.key} is already in the cache")
-        assumed = PodInfo(with_node(pod.pod, node_name))
+        assumed = pod.on_node(node_name)
         self._pods[pod.uid] = _PodState(assumed, node_name, assumed=True)
         self._place(assumed, node_name)
         return assumed

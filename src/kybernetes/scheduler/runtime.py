@@ -76,6 +76,9 @@ class Framework:
         self.pre_bind: list[PreBindPlugin] = p.get("preBind", [])
         self.bind: list[BindPlugin] = p.get("bind", [])
         self.post_bind: list[PostBindPlugin] = p.get("postBind", [])
+        self.normalizers: dict[str, ScoreNormalizer] = {
+            pl.name: pl for pl in self.score if isinstance(pl, ScoreNormalizer)}
+        """Score plugins that normalise (checked once: protocol checks are slow)."""
         self.extensions: list[PreFilterExtensions] = [
             x for x in self.pre_filter if isinstance(x, PreFilterExtensions)]
         self.all_plugins: dict[str, Any] = {}
@@ -216,8 +219,9 @@ class Framework:
                 continue
             fn = pl.score
             scores = [fn(state, pod, n) for n in nodes]
-            if isinstance(pl, ScoreNormalizer):
-                pl.normalize_score(state, pod, scores)
+            normalizer = self.normalizers.get(pl.name)
+            if normalizer is not None:
+                normalizer.normalize_score(state, pod, scores)
             weight = self.weights.get(pl.name, 1)
             for i, s in enumerate(scores):
                 if s < 0 or s > MAX_NODE_SCORE:

@@ -21,14 +21,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
 from kybernetes.aio.tasks import cancel_all, cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339
 from kybernetes.client import Client, Informer
 from kybernetes.client.events import EventRecorder
+from kybernetes.scheduler import batch, metrics
 from kybernetes.scheduler import config as configuration
-from kybernetes.scheduler import metrics
 from kybernetes.scheduler.cache import Cache
 from kybernetes.scheduler.framework import (
     POD_ADD,
@@ -366,6 +368,10 @@ class Scheduler:
             for n in nodes:
                 if n.name not in result.node_names:
                     diag.statuses[n.name] = excluded
+        if candidates is nodes and not self.queue.nominator:
+            fast = self._schedule_batch(fwk, state, pod, nodes)
+            if fast is not None:
+                return fast
         feasible = self._find_feasible(fwk, state, pod, candidates, diag)
         if not feasible:
             raise FitError(pod, len(nodes), diag)
@@ -378,6 +384,32 @@ class Scheduler:
         best = max(totals)
         ties = [i for i, s in enumerate(totals) if s == best]
         return feasible[ties[0] if len(ties) == 1 else random.choice(ties)].name
+
+    def _schedule_batch(self, fwk: Framework, state: CycleState, pod: PodInfo,
+                        nodes: list[NodeInfo]) -> str | None:
+        """The fast path over node columns (``batch.py``); None when it cannot decide."""
+        table = self.cache.table()
+        n = len(nodes)
+        start = self._next_start % n
+        found = batch.feasible(fwk, state, pod, table, start=start,
+                               want=num_feasible_nodes_to_find(fwk.percentage, n))
+        if found is None:
+            return None
+        rows, walked = found
+        self._next_start = (start + walked) % n
+        if len(rows) == 1:
+            return nodes[int(rows[0])].name
+        feasible: list[NodeInfo] = [nodes[i] for i in rows.tolist()]
+        st = fwk.run_pre_score(state, pod, feasible)
+        if st is not None:
+            raise RuntimeError(st.message)
+        totals = batch.scores(fwk, state, pod, table, rows)
+        if totals is None:
+            listed, _ = fwk.run_score(state, pod, feasible)
+            totals = np.array(listed, np.int64)
+        ties = np.flatnonzero(totals == totals.max())
+        pick = int(ties[0]) if len(ties) == 1 else int(random.choice(ties.tolist()))
+        return feasible[pick].name
 
     def _find_feasible(self, fwk: Framework, state: CycleState, pod: PodInfo,
                        nodes: list[NodeInfo], diag: Diagnosis) -> list[NodeInfo]:

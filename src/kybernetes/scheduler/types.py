@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kybernetes.api.scheduling import NodeSelector, Resources, pod_requests, resource_list
 from kybernetes.api.selectors import LabelSelector, SelectorError, from_label_selector
 from kybernetes.api.storage import claims_of
+
+if TYPE_CHECKING:
+    from kybernetes.scheduler.nodetable import NodeTable
 
 Obj = dict[str, Any]
 
@@ -94,6 +97,19 @@ class PodInfo:
     def __repr__(self) -> str:
         return f"PodInfo({self.key})"
 
+    def on_node(self, node_name: str) -> PodInfo:
+        """A copy placed on ``node_name`` (the pod dict copied shallowly), without parsing
+        the pod again."""
+        c = PodInfo.__new__(PodInfo)
+        for slot in PodInfo.__slots__:
+            if slot != "__dict__":
+                setattr(c, slot, getattr(self, slot))
+        c.__dict__.update(self.__dict__)
+        c.spec = {**self.spec, "nodeName": node_name}
+        c.pod = {**self.pod, "spec": c.spec}
+        c.node_name = node_name
+        return c
+
     @property
     def affinity(self) -> Obj:
         return self.spec.get("affinity") or {}
@@ -171,6 +187,7 @@ class NodeInfo:
         "allocatable",
         "allowed_pods",
         "generation",
+        "index",
         "labels",
         "name",
         "node",
@@ -181,6 +198,7 @@ class NodeInfo:
         "pods_with_required_anti_affinity",
         "pvc_refs",
         "requested",
+        "table",
         "taints",
         "unschedulable",
         "used_ports",
@@ -203,6 +221,9 @@ class NodeInfo:
         self.used_ports: dict[tuple[str, str, int], int] = {}
         self.pvc_refs: dict[str, int] = {}
         self.generation = 0
+        self.table: NodeTable | None = None
+        """The node table this node is a row of (its ``index``), kept in step."""
+        self.index = -1
         if node is not None:
             self.set_node(node)
 
@@ -221,6 +242,8 @@ class NodeInfo:
         self.allowed_pods = alloc.pop("pods", 0)
         self.allocatable = alloc
         self.generation += 1
+        if self.table is not None:
+            self.table.sync(self)
 
     def add_pod(self, pi: PodInfo) -> None:
         self.pods[pi.uid] = pi
@@ -239,6 +262,8 @@ class NodeInfo:
             ref = f"{pi.namespace}/{claim}"
             self.pvc_refs[ref] = self.pvc_refs.get(ref, 0) + 1
         self.generation += 1
+        if self.table is not None:
+            self.table.sync(self)
 
     def remove_pod(self, pi: PodInfo) -> bool:
         old = self.pods.pop(pi.uid, None)
@@ -265,6 +290,8 @@ class NodeInfo:
             else:
                 self.pvc_refs.pop(ref, None)
         self.generation += 1
+        if self.table is not None:
+            self.table.sync(self)
         return True
 
     def clone(self) -> NodeInfo:

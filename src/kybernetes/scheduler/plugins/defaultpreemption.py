@@ -19,6 +19,7 @@ As upstream:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -235,32 +236,39 @@ class DefaultPreemption:
 
     # -- acting on the choice --------------------------------------------------------------
 
+    async def _evict(self, client: Any, v: PodInfo, pod: PodInfo, node: str,
+                     profile: str) -> None:
+        """Mark a victim (DisruptionTarget) and delete it gracefully; a waiting pod is
+        rejected at Permit instead."""
+        waiting = self.handle.waiting_pods.get(v.uid)
+        if waiting is not None:
+            waiting.reject(self.name, "preempted")
+            return
+        cond = {"type": "DisruptionTarget", "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": f"{profile}: preempting to accommodate a higher priority pod",
+                "lastTransitionTime": rfc3339()}
+        try:
+            await client.patch("v1", "pods", v.name, {"status": {"conditions": [cond]}},
+                               namespace=v.namespace, subresource="status",
+                               patch_type="strategic")
+            await client.delete("v1", "pods", v.name, namespace=v.namespace,
+                                preconditions={"uid": v.uid})
+        except StatusError as e:
+            if e.code != 404:
+                raise
+            return
+        assert self._recorder is not None
+        await self._recorder.emit(v.pod, "Normal", "Preempted",
+                                  f"Preempted by pod {pod.uid} on node {node}")
+
     async def prepare(self, c: Candidate, pod: PodInfo) -> None:
         client = self.handle.client
         if self._recorder is None:
             self._recorder = EventRecorder(client, "default-scheduler")
         fwk_name = self.framework.name if self.framework is not None else "default-scheduler"
-        for v in c.victims:
-            waiting = self.handle.waiting_pods.get(v.uid)
-            if waiting is not None:
-                waiting.reject(self.name, "preempted")
-                continue
-            cond = {"type": "DisruptionTarget", "status": "True",
-                    "reason": "PreemptionByScheduler",
-                    "message": f"{fwk_name}: preempting to accommodate a higher priority pod",
-                    "lastTransitionTime": rfc3339()}
-            try:
-                await client.patch("v1", "pods", v.name, {"status": {"conditions": [cond]}},
-                                   namespace=v.namespace, subresource="status",
-                                   patch_type="strategic")
-                await client.delete("v1", "pods", v.name, namespace=v.namespace,
-                                    preconditions={"uid": v.uid})
-            except StatusError as e:
-                if e.code != 404:
-                    raise
-                continue
-            await self._recorder.emit(v.pod, "Normal", "Preempted",
-                                      f"Preempted by pod {pod.uid} on node {c.node}")
+        await asyncio.gather(*(self._evict(client, v, pod, c.node, fwk_name)
+                               for v in c.victims))
         # lower-priority pods nominated to this node lose their place
         nominator = self.handle.nominator
         if nominator is None:

@@ -12,6 +12,7 @@ from kybernetes.scheduler.framework import (
     Handle,
     Status,
 )
+from kybernetes.scheduler.nodetable import BoolArray, NodeTable
 from kybernetes.scheduler.types import NodeInfo, PodInfo
 
 REASON = "node(s) didn't match the requested node name"
@@ -24,6 +25,10 @@ class NodeName:
         if pod.node_name and pod.node_name != node.name:
             return Status.unresolvable(REASON)
         return None
+
+    def filter_batch(self, state: CycleState, pod: PodInfo, table: NodeTable
+                     ) -> BoolArray | None:
+        return table.all() if not pod.node_name else None
 
     def events_to_register(self) -> list[ClusterEventWithHint]:
         return [ClusterEventWithHint(ClusterEvent("Node", Action.ADD))]

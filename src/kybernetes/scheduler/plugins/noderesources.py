@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from kybernetes.scheduler.framework import (
     MAX_NODE_SCORE,
     POD_DELETE,
@@ -27,6 +29,7 @@ from kybernetes.scheduler.framework import (
     PreFilterResult,
     Status,
 )
+from kybernetes.scheduler.nodetable import BoolArray, IntArray, NodeTable
 from kybernetes.scheduler.types import NodeInfo, PodInfo
 
 _BASIC = ("cpu", "memory", "ephemeral-storage")
@@ -137,6 +140,38 @@ class Fit:
             st = Status.unresolvable(*st.reasons)
         return st
 
+    def filter_batch(self, state: CycleState, pod: PodInfo, table: NodeTable) -> BoolArray:
+        """:meth:`filter` for every node of the table at once."""
+        mask: BoolArray = table.pods + 1 <= table.allowed_pods
+        for name, want in pod.requests.items():
+            if not want or (name not in _BASIC and (
+                    not _is_scalar(name) or name in self.ignored
+                    or name.split("/", 1)[0] in self.ignored_groups)):
+                continue
+            alloc, used = table.columns(name)
+            mask &= want <= alloc - used
+        return mask
+
+    def score_batch(self, state: CycleState, pod: PodInfo, table: NodeTable, idx: IntArray
+                    ) -> IntArray | None:
+        """:meth:`score` for the nodes at ``idx`` (None: only the scalar form exists)."""
+        vector = _VECTOR_SCORERS.get(self.strategy)
+        if vector is None:
+            return None
+        total = np.zeros(len(idx), np.int64)
+        weights = np.zeros(len(idx), np.int64)
+        for name, weight in self.resources:
+            if name not in ("cpu", "memory") and not pod.requests.get(name):
+                continue
+            alloc = table.columns(name)[0][idx]
+            requested = _requested_batch(table, pod, name, idx, non_zero=True)
+            valid = alloc > 0
+            safe = np.where(valid, alloc, 1)
+            total += np.where(valid, vector(requested, safe) * weight, 0)
+            weights += np.where(valid, weight, 0)
+        out: IntArray = np.where(weights > 0, total // np.maximum(weights, 1), 0)
+        return out
+
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         total = weights = 0
         alloc = node.allocatable
@@ -157,6 +192,32 @@ class Fit:
                 ClusterEventWithHint(ClusterEvent(
                     "Node", Action.ADD | Action.UPDATE_NODE_ALLOCATABLE | Action.UPDATE_NODE_TAINT
                     | Action.UPDATE_NODE_LABEL))]
+
+
+def _least_batch(requested: IntArray, allocatable: IntArray) -> IntArray:
+    out: IntArray = np.where(requested > allocatable, 0,
+                             (allocatable - requested) * MAX_NODE_SCORE // allocatable)
+    return out
+
+
+def _most_batch(requested: IntArray, allocatable: IntArray) -> IntArray:
+    out: IntArray = np.minimum(requested, allocatable) * MAX_NODE_SCORE // allocatable
+    return out
+
+
+_VECTOR_SCORERS: dict[str, Callable[[IntArray, IntArray], IntArray]] = {
+    "LeastAllocated": _least_batch, "MostAllocated": _most_batch}
+
+
+def _requested_batch(table: NodeTable, pod: PodInfo, name: str, idx: IntArray, *,
+                     non_zero: bool) -> IntArray:
+    if non_zero and name == "cpu":
+        out: IntArray = table.nz_cpu[idx] + pod.non_zero_cpu
+    elif non_zero and name == "memory":
+        out = table.nz_memory[idx] + pod.non_zero_memory
+    else:
+        out = table.columns(name)[1][idx] + pod.requests.get(name, 0)
+    return out
 
 
 class BalancedAllocation:
@@ -184,6 +245,28 @@ class BalancedAllocation:
             mean = sum(fractions) / len(fractions)
             std = math.sqrt(sum((f - mean) ** 2 for f in fractions) / len(fractions))
         return int((1 - std) * MAX_NODE_SCORE)
+
+    def score_batch(self, state: CycleState, pod: PodInfo, table: NodeTable, idx: IntArray
+                    ) -> IntArray | None:
+        """:meth:`score` for the nodes at ``idx``, when two resources are weighed (the
+        default cpu and memory); None otherwise."""
+        if len(self.resources) != 2 or any(
+                n not in ("cpu", "memory") and not pod.requests.get(n) for n in self.resources):
+            return None
+        fractions = []
+        valid = []
+        for name in self.resources:
+            alloc = table.columns(name)[0][idx]
+            ok = alloc > 0
+            requested = _requested_batch(table, pod, name, idx, non_zero=False)
+            fractions.append(np.minimum(1.0, requested / np.where(ok, alloc, 1)))
+            valid.append(ok)
+        both = valid[0] & valid[1]
+        one = valid[0] ^ valid[1]
+        std = np.abs(fractions[0] - fractions[1]) / 2
+        scores = ((1 - std) * MAX_NODE_SCORE).astype(np.int64)
+        out: IntArray = np.where(both, scores, np.where(one, MAX_NODE_SCORE, 0))
+        return out
 
     def events_to_register(self) -> list[ClusterEventWithHint]:
         return [ClusterEventWithHint(POD_DELETE),

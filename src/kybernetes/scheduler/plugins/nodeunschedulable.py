@@ -14,6 +14,7 @@ from kybernetes.scheduler.framework import (
     Handle,
     Status,
 )
+from kybernetes.scheduler.nodetable import BoolArray, NodeTable
 from kybernetes.scheduler.types import NodeInfo, PodInfo
 
 REASON = "node(s) were unschedulable"
@@ -29,6 +30,11 @@ class NodeUnschedulable:
         if any(tolerates(t, _TAINT) for t in pod.tolerations):
             return None
         return Status.unresolvable(REASON)
+
+    def filter_batch(self, state: CycleState, pod: PodInfo, table: NodeTable) -> BoolArray:
+        if any(tolerates(t, _TAINT) for t in pod.tolerations):
+            return table.all()
+        return ~table.unschedulable
 
     def events_to_register(self) -> list[ClusterEventWithHint]:
         return [ClusterEventWithHint(ClusterEvent("Node", Action.ADD | Action.UPDATE_NODE_TAINT)),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from kybernetes.api.scheduling import taint_text, tolerates, untolerated_taint
 from kybernetes.scheduler.framework import (
     Action,
@@ -14,7 +16,8 @@ from kybernetes.scheduler.framework import (
     Handle,
     Status,
 )
-from kybernetes.scheduler.plugins.helpers import default_normalize
+from kybernetes.scheduler.nodetable import BoolArray, IntArray, NodeTable
+from kybernetes.scheduler.plugins.helpers import default_normalize, default_normalize_batch
 from kybernetes.scheduler.types import NodeInfo, PodInfo
 
 _FILTER_EFFECTS = ("NoSchedule", "NoExecute")
@@ -32,6 +35,19 @@ class TaintToleration:
             return None
         return Status.unresolvable(f"node(s) had untolerated taint {taint_text(taint)}")
 
+    def filter_batch(self, state: CycleState, pod: PodInfo, table: NodeTable) -> BoolArray:
+        mask = ~table.tainted
+        for i in np.flatnonzero(table.tainted):
+            mask[i] = self.filter(state, pod, table.nodes[i]) is None
+        return mask
+
+    def score_batch(self, state: CycleState, pod: PodInfo, table: NodeTable, idx: IntArray
+                    ) -> IntArray:
+        out = np.zeros(len(idx), np.int64)
+        for j in np.flatnonzero(table.tainted[idx]):
+            out[j] = self.score(state, pod, table.nodes[idx[j]])
+        return out
+
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
                   ) -> Status | None:
         state.write(_PREFER, [t for t in pod.tolerations
@@ -47,6 +63,9 @@ class TaintToleration:
 
     def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:
         default_normalize(scores, reverse=True)
+
+    def normalize_batch(self, state: CycleState, pod: PodInfo, scores: IntArray) -> IntArray:
+        return default_normalize_batch(scores, reverse=True)
 
     def events_to_register(self) -> list[ClusterEventWithHint]:
         return [ClusterEventWithHint(ClusterEvent("Node", Action.ADD | Action.UPDATE_NODE_TAINT)),
