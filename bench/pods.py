@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import ssl
@@ -27,7 +26,7 @@ import httpx
 import orjson
 import psutil
 
-from bench.run import Server, free_port
+from bench.run import Server, free_port, report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,10 +133,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "kybernetes.cli.main", "killall", "--data-dir",
                         str(tmp / "data")], capture_output=True, check=False, cwd=REPO)
         shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

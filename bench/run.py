@@ -99,6 +99,21 @@ class Server:
                             headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {"cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30)}
+
+
+def report(result: dict[str, Any], out: Path | None) -> None:
+    """Print the result as JSON, and write it to ``out`` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+
+
 def _steal() -> float:
     """CPU time stolen by the hypervisor so far (seconds, all CPUs)."""
     return float(getattr(psutil.cpu_times(), "steal", 0.0))
@@ -249,9 +264,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kyb-bench-"))
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "memory_gb": round(psutil.virtual_memory().total / 2**30)},
+        "machine": machine(),
     }
     server = Server(tmp / "data", free_port())
     try:
@@ -276,10 +289,7 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

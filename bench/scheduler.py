@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any
 import psutil
 import yaml
 
-from bench.run import Server, _steal, free_port
+from bench.run import Server, _steal, free_port, machine, report
 
 HERE = Path(__file__).resolve().parent
 ZONES = 3
@@ -251,8 +250,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kyb-sched-bench-"))
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": machine(),
         "cases": [],
     }
     try:
@@ -262,10 +260,7 @@ def main() -> None:
             result["cases"].append(r)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":
