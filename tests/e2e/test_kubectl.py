@@ -121,8 +121,8 @@ def test_get_output_formats(cluster: Cluster, namespace: str) -> None:
     assert len(as_json["items"]) == 3
     yml = cluster.kubectl("get", "deploy", "a-api", "-n", namespace, "-o", "yaml").stdout
     assert "kind: Deployment" in yml and "resourceVersion:" in yml
-    pods = cluster.kubectl("get", "pods", "-n", namespace).stderr
-    assert "No resources found" in pods
+    jobs = cluster.kubectl("get", "jobs", "-n", namespace).stderr
+    assert "No resources found" in jobs
 
 
 def test_get_watch_receives_live_changes(cluster: Cluster, namespace: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,36 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
     await volumes.start()
     stoppers: list[Callable[[], Awaitable[None]]] = [client.aclose, gc.stop, namespaces.stop,
                                                      volumes.stop]
+    # ReplicaSets and Deployments: one pod and one ReplicaSet informer shared by both
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.deployment")
+    from kybernetes.controllers.deployment import DeploymentController
+    from kybernetes.controllers.replicaset import ReplicaSetController
+
+    replicasets = ReplicaSetController(client)
+    deployments = DeploymentController(client, pods=replicasets.pods,
+                                       replicasets=replicasets.replicasets)
+    await replicasets.start()
+    await deployments.start()
+    stoppers += [replicasets.stop, deployments.stop]
+    # Jobs, CronJobs and the TTL-after-finished cleanup: one Job informer shared by the three
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.cronjob")
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.job")
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.ttlafterfinished")
+    from kybernetes.client import Informer
+    from kybernetes.controllers.cronjob import CronJobController
+    from kybernetes.controllers.job import JobController
+    from kybernetes.controllers.ttlafterfinished import TTLAfterFinishedController
+
+    jobs_informer = Informer(client, "batch/v1", "jobs")
+    # the pod failure back-off's base (10 s); tests shorten it
+    job_backoff = float(os.environ.get("KYB_JOB_BACKOFF_BASE_SECONDS") or 10.0)
+    job_ctl = JobController(client, jobs=jobs_informer, backoff_base=job_backoff)
+    cronjob_ctl = CronJobController(client, jobs=jobs_informer)
+    ttl_ctl = TTLAfterFinishedController(client, jobs=jobs_informer)
+    for start_controller in (job_ctl.start, cronjob_ctl.start, ttl_ctl.start):
+        await start_controller()
+    jobs_informer.start()
+    stoppers += [jobs_informer.stop, job_ctl.stop, cronjob_ctl.stop, ttl_ctl.stop]
     if agent is not None:
         await asyncio.to_thread(importlib.import_module, "kybernetes.kubelet.agent")
         try:
