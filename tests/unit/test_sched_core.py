@@ -388,7 +388,8 @@ def _random_cluster(rng: Any, n: int) -> list[Obj]:
         if rng.random() < 0.2:
             taints.append({"key": "gpu", "value": "true",
                            "effect": rng.choice(["NoSchedule", "PreferNoSchedule"])})
-        nodes.append(make_node(f"n{i}", cpu=str(rng.choice([1, 2, 4, 8])),
+        labels = {"topology.kubernetes.io/zone": f"z{i % 3}"} if rng.random() < 0.9 else {}
+        nodes.append(make_node(f"n{i}", labels=labels, cpu=str(rng.choice([1, 2, 4, 8])),
                                memory=rng.choice(["2Gi", "8Gi", "32Gi"]),
                                pods=rng.choice([3, 110]), taints=taints,
                                unschedulable=rng.random() < 0.1,
@@ -404,7 +405,23 @@ def _random_pod(rng: Any, i: int) -> Obj:
     if rng.random() < 0.2:
         del requests["memory"]
     tolerations = [{"key": "gpu", "operator": "Exists"}] if rng.random() < 0.5 else []
-    return make_pod(f"p{i}", uid=f"u{i}", requests=requests, tolerations=tolerations)
+    spread = []
+    if rng.random() < 0.4:
+        spread = [{"maxSkew": rng.choice([1, 2]), "whenUnsatisfiable": "DoNotSchedule",
+                   "topologyKey": rng.choice(["topology.kubernetes.io/zone",
+                                              "kubernetes.io/hostname"]),
+                   "labelSelector": {"matchLabels": {"app": "x"}}}]
+    affinity: Obj = {}
+    term = {"labelSelector": {"matchLabels": {"app": rng.choice(["x", "y"])}},
+            "topologyKey": rng.choice(["topology.kubernetes.io/zone", "kubernetes.io/hostname"])}
+    roll = rng.random()
+    if roll < 0.15:
+        affinity = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    elif roll < 0.25:
+        affinity = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    return make_pod(f"p{i}", uid=f"u{i}", requests=requests, tolerations=tolerations,
+                    labels={"app": rng.choice(["x", "y"])}, topologySpreadConstraints=spread,
+                    affinity=affinity)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -420,7 +437,7 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
     rng = random.Random(seed)
     s = _scheduler(_random_cluster(rng, 300))
     fwk = s.profiles["default-scheduler"]
-    placed = 0
+    placed = scored = 0
     for i in range(150):
         pi = PodInfo(_random_pod(rng, i))
         start = rng.randrange(300)
@@ -443,8 +460,9 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
         fwk.run_pre_score(fast_state, pi, slow)
         totals, _ = fwk.run_score(slow_state, pi, slow)
         fast_totals = batch.scores(fwk, fast_state, pi, s.cache.table(), rows)
-        assert fast_totals is not None
-        assert np.array_equal(fast_totals, np.array(totals))
-        s.cache.assume(pi, slow[int(np.argmax(fast_totals))].name)
+        if fast_totals is not None:  # None: a score plugin without a batch form ran
+            assert np.array_equal(fast_totals, np.array(totals))
+            scored += 1
+        s.cache.assume(pi, slow[int(np.argmax(totals))].name)
         placed += 1
-    assert placed > 50
+    assert placed > 50 and scored > 5

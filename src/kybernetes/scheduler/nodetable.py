@@ -9,7 +9,7 @@ are not in any table.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,18 @@ if TYPE_CHECKING:
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 _BASIC = ("cpu", "memory", "ephemeral-storage")
+
+
+class LabelColumn(NamedTuple):
+    codes: IntArray
+    """Per node: the index of its value in ``values``, -1 when it lacks the label."""
+    values: list[str]
+    code_of: dict[str, int]
+
+    def spread(self, per_value: list[bool], *, missing: bool = False) -> BoolArray:
+        """A verdict per value, as one per node (``missing`` for nodes without it)."""
+        out: BoolArray = np.array([*per_value, missing], np.bool_)[self.codes]
+        return out
 
 
 class NodeTable:
@@ -35,6 +47,8 @@ class NodeTable:
         self.allowed_pods = np.zeros(n, np.int64)
         self.unschedulable = np.zeros(n, np.bool_)
         self.tainted = np.zeros(n, np.bool_)
+        self._labels: list[dict[str, str]] = [{} for _ in range(n)]
+        self._label_columns: dict[str, LabelColumn] = {}
         names = set(_BASIC)
         for ni in nodes:
             names.update(ni.allocatable)
@@ -73,12 +87,26 @@ class NodeTable:
         self.allowed_pods[i] = ni.allowed_pods
         self.unschedulable[i] = ni.unschedulable
         self.tainted[i] = bool(ni.taints)
+        if ni.labels != self._labels[i]:
+            self._labels[i] = ni.labels
+            self._label_columns.clear()
 
     def columns(self, name: str) -> tuple[IntArray, IntArray]:
         """(allocatable, requested) of a resource on every node (zeros when unknown)."""
         if name not in self.alloc:
             self._add_resource(name)
         return self.alloc[name], self.req[name]
+
+    def label_column(self, key: str) -> LabelColumn:
+        """Each node's value of label ``key`` as a code (-1 where the node lacks it)."""
+        col = self._label_columns.get(key)
+        if col is None:
+            code_of: dict[str, int] = {}
+            codes = np.fromiter((code_of.setdefault(labels[key], len(code_of))
+                                 if key in labels else -1 for labels in self._labels),
+                                np.int64, self.size)
+            col = self._label_columns[key] = LabelColumn(codes, list(code_of), code_of)
+        return col
 
     def all(self) -> BoolArray:
         return np.ones(self.size, np.bool_)

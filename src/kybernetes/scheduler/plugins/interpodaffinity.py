@@ -27,6 +27,7 @@ from kybernetes.scheduler.framework import (
     PreFilterResult,
     Status,
 )
+from kybernetes.scheduler.nodetable import BoolArray, NodeTable
 from kybernetes.scheduler.types import AffinityTerm, NodeInfo, PodInfo
 
 NAME = "InterPodAffinity"
@@ -368,6 +369,37 @@ class InterPodAffinity:
         if s.existing_anti_affinity_counts and not s.satisfies_existing_anti_affinity(labels):
             return Status.unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY_RULES_NOT_MATCH)
         return None
+
+    def filter_batch(self, state: CycleState, pod: PodInfo, table: NodeTable
+                     ) -> BoolArray | None:
+        """:meth:`filter` for every node at once, one verdict per topology value."""
+        s = state.read(PRE_FILTER_STATE_KEY)
+        if not isinstance(s, _PreFilterState):
+            return None
+        mask = table.all()
+        if s.affinity_keys:
+            counts = s.affinity_counts
+            present = table.all()
+            populated = table.all()
+            for key in s.affinity_keys:
+                col = table.label_column(key)
+                present &= col.codes >= 0
+                populated &= col.spread([counts.get((key, v), 0) > 0 for v in col.values])
+            if not (not counts and s.self_affinity):
+                present &= populated
+            mask &= present
+        if s.anti_affinity_counts:
+            counts = s.anti_affinity_counts
+            for key in s.anti_affinity_keys:
+                col = table.label_column(key)
+                mask &= ~col.spread([counts.get((key, v), 0) > 0 for v in col.values])
+        for (key, value), n in s.existing_anti_affinity_counts.items():
+            if n > 0:
+                col = table.label_column(key)
+                code = col.code_of.get(value)
+                if code is not None:
+                    mask &= col.codes != code
+        return mask
 
     # -- PreScore / Score --------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from kybernetes.scheduler.framework import (
     PreFilterResult,
     Status,
 )
+from kybernetes.scheduler.nodetable import BoolArray, NodeTable
 from kybernetes.scheduler.types import NodeInfo, PodInfo
 
 Obj = dict[str, Any]
@@ -479,6 +480,22 @@ class PodTopologySpread:
             if d.get(value, 0) + self_match[i] - min_match > c.max_skew:
                 return Status.unschedulable(ERR_REASON_CONSTRAINTS_NOT_MATCH)
         return None
+
+    def filter_batch(self, state: CycleState, pod: PodInfo, table: NodeTable
+                     ) -> BoolArray | None:
+        """:meth:`filter` for every node at once: one verdict per topology domain, spread
+        over the nodes by their label values (a node without the label fails)."""
+        s: _PreFilterState | None = state.read(_PRE_FILTER_KEY)
+        if s is None:
+            return None
+        mask = table.all()
+        for i, c in enumerate(s.constraints):
+            col = table.label_column(c.topology_key)
+            d = s.counts[i]
+            min_match = 0 if len(d) < c.min_domains else s.mins[i]
+            mask &= col.spread([d.get(v, 0) + s.self_match[i] - min_match <= c.max_skew
+                                for v in col.values])
+        return mask
 
     # -- PreFilterExtensions ---------------------------------------------------------------
 
