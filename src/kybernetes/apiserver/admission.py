@@ -2,7 +2,8 @@
 
 NamespaceLifecycle (no new objects in missing or terminating namespaces), Service
 address allocation, Pod priority and service account defaults, the default StorageClass
-of claims and the protection finalizers of claims and volumes.
+of claims, the protection finalizers of claims and volumes, and DefaultTolerationSeconds
+(pods tolerate the not-ready and unreachable taints for 300 s).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool) 
         _allocate_service(ctx, obj, None, dry_run=dry_run)
     elif res.group == "" and res.kind == "Pod":
         await _admit_pod(ctx, obj)
+        default_toleration_seconds(obj)
     elif res.group == "" and res.kind == "PersistentVolumeClaim":
         await _admit_claim(ctx, obj)
     elif res.group == "" and res.kind == "PersistentVolume":
@@ -250,3 +252,26 @@ async def _admit_pod(ctx: Context, pod: Obj) -> None:
     errs: list[FieldError] = []
     if errs:
         raise StatusError.invalid("Pod", pod["metadata"].get("name", ""), errs)
+
+
+DEFAULT_TOLERATION_SECONDS = 300
+_NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+_UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+
+
+def default_toleration_seconds(pod: Obj) -> None:
+    """DefaultTolerationSeconds admission: a new pod tolerates the not-ready and
+    unreachable ``NoExecute`` taints for 300 s, unless it already says something about
+    them (a toleration with that key, or no key, for NoExecute or every effect)."""
+    spec = pod.setdefault("spec", {})
+    tolerations = list(spec.get("tolerations") or [])
+
+    def covered(key: str) -> bool:
+        return any((t.get("key") or "") in ("", key) and (t.get("effect") or "") in ("", "NoExecute")
+                   for t in tolerations)
+
+    added = [{"key": key, "operator": "Exists", "effect": "NoExecute",
+              "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}
+             for key in (_NOT_READY_TAINT, _UNREACHABLE_TAINT) if not covered(key)]
+    if added:
+        spec["tolerations"] = tolerations + added

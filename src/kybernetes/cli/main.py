@@ -117,6 +117,8 @@ def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
               "weights; docs/scheduler.md).")
 @click.option("--disable-scheduler", is_flag=True, hidden=True,
               help="Run without the scheduler (pods need a spec.nodeName).")
+@click.option("--node-monitor-grace-period", type=click.FloatRange(min=1), default=40,
+              hidden=True, help="Seconds without a Lease renewal before a node is Unknown.")
 @_node_options
 @_fake_node_options
 @click.option("-v", "--verbose", count=True)
@@ -126,7 +128,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
            container_log_max_files: int, eviction_hard: str, eviction_monitoring_period: float,
            fake_nodes: int, fake_node_cpu: str, fake_node_memory: str, fake_node_gpus: int,
            fake_node_pods: int, fake_node_labels: tuple[str, ...], fake_node_list: Path | None,
-           scheduler_config: Path | None, disable_scheduler: bool, verbose: int) -> None:
+           scheduler_config: Path | None, disable_scheduler: bool,
+           node_monitor_grace_period: float, verbose: int) -> None:
     """Run the all-in-one control plane (and this machine's node agent)."""
     _setup_logging(verbose + 1)
     from kybernetes.cli.serve import AgentOptions, FakeNodeOptions, run_server
@@ -160,7 +163,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
     code = runner(run_server(data_dir=data_dir.resolve(), port=port, host=bind_address,
                              advertise_address=advertise_address, fsync=fsync, agent=agent,
                              fake_nodes=fake if fake.enabled else None,
-                             scheduler=not disable_scheduler, scheduler_config=sched_cfg))
+                             scheduler=not disable_scheduler, scheduler_config=sched_cfg,
+                             node_monitor_grace_period=node_monitor_grace_period))
     sys.exit(code)
 
 

@@ -124,7 +124,8 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
                      fsync: bool, agent: AgentOptions | None = None,
                      fake_nodes: FakeNodeOptions | None = None,
                      scheduler: bool = True,
-                     scheduler_config: SchedulerConfiguration | None = None) -> int:
+                     scheduler_config: SchedulerConfiguration | None = None,
+                     node_monitor_grace_period: float = 40.0) -> int:
     from kybernetes.cli.main import install_stop_signals
 
     stop = asyncio.Event()
@@ -138,7 +139,8 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
         await cp.stop()
         return 1
     components = await start_components(cp, agent, fake_nodes=fake_nodes, scheduler=scheduler,
-                                        scheduler_config=scheduler_config)
+                                        scheduler_config=scheduler_config,
+                                        node_monitor_grace_period=node_monitor_grace_period)
     print(f"kybernetes is ready: export KUBECONFIG={cp.kubeconfig_path}", flush=True)
     await stop.wait()
     log.info("shutting down")
@@ -153,7 +155,8 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
 async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, *,
                            fake_nodes: FakeNodeOptions | None = None,
                            scheduler: bool = True,
-                           scheduler_config: SchedulerConfiguration | None = None
+                           scheduler_config: SchedulerConfiguration | None = None,
+                           node_monitor_grace_period: float = 40.0
                            ) -> list[Callable[[], Awaitable[None]]]:
     """Controllers and other components that talk to the API server; returns stoppers.
 
@@ -188,6 +191,16 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
     await replicasets.start()
     await deployments.start()
     stoppers += [replicasets.stop, deployments.stop]
+    # StatefulSets and DaemonSets: sharing the ReplicaSet controller's pod informer
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.daemonset")
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.statefulset")
+    from kybernetes.controllers.daemonset import DaemonSetController
+    from kybernetes.controllers.statefulset import StatefulSetController
+
+    for workload in (StatefulSetController(client, pods=replicasets.pods),
+                     DaemonSetController(client, pods=replicasets.pods)):
+        await workload.start()
+        stoppers.append(workload.stop)
     # Jobs, CronJobs and the TTL-after-finished cleanup: one Job informer shared by the three
     await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.cronjob")
     await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.job")
@@ -207,6 +220,33 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
         await start_controller()
     jobs_informer.start()
     stoppers += [jobs_informer.stop, job_ctl.stop, cronjob_ctl.stop, ttl_ctl.stop]
+    # Endpoints, EndpointSlices and PodDisruptionBudget status: one pod and one Service
+    # informer shared by the three
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.endpointslice")
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.disruption")
+    from kybernetes.controllers.disruption import DisruptionController
+    from kybernetes.controllers.endpoints import EndpointsController
+    from kybernetes.controllers.endpointslice import EndpointSliceController
+
+    ep_pods = Informer(client, "v1", "pods")
+    ep_services = Informer(client, "v1", "services")
+    endpoints_ctl = EndpointsController(client, pods=ep_pods, services=ep_services)
+    slices_ctl = EndpointSliceController(client, pods=ep_pods, services=ep_services)
+    disruption_ctl = DisruptionController(client, pods=ep_pods)
+    for start_controller in (endpoints_ctl.start, slices_ctl.start, disruption_ctl.start):
+        await start_controller()
+    ep_pods.start()
+    ep_services.start()
+    stoppers += [ep_pods.stop, ep_services.stop, endpoints_ctl.stop, slices_ctl.stop,
+                 disruption_ctl.stop]
+    # node lifecycle and taint eviction: silent nodes go Unknown and tainted, pods evicted
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.nodelifecycle")
+    from kybernetes.controllers.nodelifecycle import NodeLifecycleController
+
+    node_lifecycle = NodeLifecycleController(client, grace_period=node_monitor_grace_period,
+                                             pods=replicasets.pods)
+    await node_lifecycle.start()
+    stoppers.append(node_lifecycle.stop)
     if agent is not None:
         await asyncio.to_thread(importlib.import_module, "kybernetes.kubelet.agent")
         try:

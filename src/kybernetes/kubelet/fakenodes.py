@@ -456,6 +456,8 @@ class _Node:
     """The last Lease written (its resourceVersion makes the next renewal one PUT)."""
     status: Obj | None = None
     status_at: float = -math.inf
+    renewed_at: float = -math.inf
+    """When the Lease was last renewed (monotonic)."""
     gone: bool = False
     """Deleted by someone: no more renewals until the next start."""
     ips: dict[str, str] = field(default_factory=dict)
@@ -668,11 +670,16 @@ class FakeNodes:
             await self._first_lease(node, None)
             return
         now = self.clock.now()
+        # a renewal this late may already have made the node lifecycle controller mark the
+        # node Unknown: post Ready again at once, as a kubelet back from a pause does
+        late = math.isfinite(node.renewed_at) and \
+            self.clock.monotonic() - node.renewed_at > LEASE_DURATION - 5
         try:
             if await self._renew(node, now) and not await self._exists(node):
                 self._gone(node)
                 return
-            if self.clock.monotonic() - node.status_at >= self.status_interval:
+            node.renewed_at = self.clock.monotonic()
+            if late or self.clock.monotonic() - node.status_at >= self.status_interval:
                 out = await self.client.patch(
                     "v1", "nodes", node.spec.name,
                     {"status": node_status(node.spec, address=node.address, now=now,
