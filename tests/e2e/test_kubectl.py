@@ -49,7 +49,8 @@ def test_apply_every_scenario(cluster: Cluster, namespace: str) -> None:
     again = cluster.kubectl("apply", "-n", namespace, "-f",
                             str(SCENARIOS / "serve-model.yaml")).stdout
     assert "unchanged" in again
-    cluster.kubectl("delete", "-f", str(SCENARIOS / "teams.yaml"), "--wait=false")
+    cluster.kubectl("delete", "-f", str(SCENARIOS / "teams.yaml"), "--wait=false",
+                    "--ignore-not-found")  # the namespaces may take their quotas first
 
 
 def test_reapply_edited_manifest_is_a_strategic_merge(cluster: Cluster, namespace: str,

@@ -193,25 +193,30 @@ def test_teams_preemption(fake: Cluster) -> None:
     from tests.e2e.cluster import SCENARIOS
 
     fake.kubectl("apply", "-f", str(Path(SCENARIOS) / "teams.yaml"))
+    # quota admission: the controller fills in the quotas' status first, and a quota on
+    # requests.memory needs every container to state one
+    _wait(lambda: all((q.get("status") or {}).get("used") for q in json.loads(fake.kubectl(
+        "get", "resourcequota", "-A", "-o", "json").stdout)["items"]), "the quotas' status")
+    mem = {"requests": {"cpu": "500m", "memory": "64Mi"}}
     pool = {"pool": "teams"}
     # team-0: a default-priority pod protected by a budget; team-1: two batch pods
     _apply(fake, _pod("filler", cpu="1", labels={"app": "filler"}, nodeName="team-0"),
            {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": {"name": "filler", "namespace": "default"},
             "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "filler"}}}},
-           *[_pod(f"exp-{i}", cpu="500m", ns="team-research", priorityClassName="batch-low",
+           *[_pod(f"exp-{i}", resources=mem, ns="team-research", priorityClassName="batch-low",
                   nodeName="team-1") for i in range(2)])
     fake.kubectl("patch", "pdb", "filler", "--subresource=status", "--type=merge", "-p",
                  json.dumps({"status": {"disruptionsAllowed": 0, "currentHealthy": 1,
                                         "desiredHealthy": 1, "expectedPods": 1}}))
     # a batch-low pod could only fit by preempting the priority-0 filler: it must wait
-    _apply(fake, _pod("exp-2", cpu="500m", ns="team-research", priorityClassName="batch-low",
+    _apply(fake, _pod("exp-2", resources=mem, ns="team-research", priorityClassName="batch-low",
                       nodeSelector=pool))
     msg = _scheduled_condition(fake, "exp-2", "team-research")["message"]
     assert msg.endswith("not eligible due to preemptionPolicy=Never."), msg
     assert _get(fake, "filler") is not None
     # serving-critical preempts: team-1's batch pods, not the budget-protected filler
-    _apply(fake, _pod("serve", cpu="500m", ns="team-serving",
+    _apply(fake, _pod("serve", resources=mem, ns="team-serving",
                       priorityClassName="serving-critical", nodeSelector=pool))
     assert _node_of(fake, "serve", "team-serving") == "team-1"
     survivors = [i for i in range(2) if _get(fake, f"exp-{i}", "team-research")]

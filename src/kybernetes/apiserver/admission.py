@@ -3,7 +3,9 @@
 NamespaceLifecycle (no new objects in missing or terminating namespaces), Service
 address allocation, Pod priority and service account defaults, the default StorageClass
 of claims, the protection finalizers of claims and volumes, and DefaultTolerationSeconds
-(pods tolerate the not-ready and unreachable taints for 300 s).
+(pods tolerate the not-ready and unreachable taints for 300 s); then LimitRanger
+(:mod:`kybernetes.apiserver.limitrange`, mutating) and ResourceQuota
+(:mod:`kybernetes.apiserver.quota`, validating, last) as upstream orders them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import orjson
 from kybernetes.api import storage
 from kybernetes.api.errors import FieldError, StatusError
 from kybernetes.api.registry import Resource
+from kybernetes.apiserver import limitrange, quota
 from kybernetes.apiserver.allocators import AllocationError
 from kybernetes.apiserver.context import Context
 
@@ -46,6 +49,13 @@ async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool) 
         await _admit_claim(ctx, obj)
     elif res.group == "" and res.kind == "PersistentVolume":
         _add_finalizer(obj, storage.PV_PROTECTION)
+    await limitrange.admit(ctx, res, obj)
+    try:
+        await quota.admit(ctx, res, obj, dry_run=dry_run)
+    except StatusError:
+        if res.group == "" and res.kind == "Service" and not dry_run:
+            on_deleted(ctx, res, obj)  # give back the addresses just allocated
+        raise
 
 
 SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"

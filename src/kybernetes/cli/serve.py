@@ -247,6 +247,13 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
                                              pods=replicasets.pods)
     await node_lifecycle.start()
     stoppers.append(node_lifecycle.stop)
+    # ResourceQuota status: hard and used, released as objects go (shares the pod informer)
+    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.resourcequota")
+    from kybernetes.controllers.resourcequota import ResourceQuotaController
+
+    quota_ctl = ResourceQuotaController(client, pods=replicasets.pods)
+    await quota_ctl.start()
+    stoppers.append(quota_ctl.stop)
     if agent is not None:
         await asyncio.to_thread(importlib.import_module, "kybernetes.kubelet.agent")
         try:
