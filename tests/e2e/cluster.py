@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,21 @@ class Cluster:
 
 def load_scenario(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((SCENARIOS / name).read_text()) if d]
+
+
+def fake_node_cluster(base: Path, nodes: int) -> Iterator[Cluster]:
+    """A server without a real node and with ``nodes`` fake ones, for a module fixture:
+    ``yield from fake_node_cluster(tmp_path_factory.mktemp("x"), 2)``."""
+    c = Cluster(data_dir=base / "data", port=free_port(), log_path=base / "server.log",
+                cache_dir=base / "home",
+                extra_args=["--disable-agent", "--fake-nodes", str(nodes)])
+    c.cache_dir.mkdir(parents=True, exist_ok=True)
+    c.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(c.kubectl_json("get", "nodes")["items"]) < nodes:
+            assert time.monotonic() < deadline, f"{nodes} fake nodes not registered in 30 s"
+            time.sleep(0.2)
+        yield c
+    finally:
+        assert c.stop() == 0, "kyb server did not exit cleanly"

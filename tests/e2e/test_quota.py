@@ -5,13 +5,12 @@ release it when a pod goes; a LimitRange gives defaults and refuses a too-large 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.cluster import SCENARIOS, Cluster, free_port
+from tests.e2e.cluster import SCENARIOS, Cluster, fake_node_cluster
+from tests.e2e.test_pods import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -21,26 +20,7 @@ NS = "team-research"
 @pytest.fixture(scope="module")
 def fake_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A server without a real node and with two fake ones."""
-    base = tmp_path_factory.mktemp("quota")
-    c = Cluster(data_dir=base / "data", port=free_port(), log_path=base / "server.log",
-                cache_dir=base / "home", extra_args=["--disable-agent", "--fake-nodes", "2"])
-    c.cache_dir.mkdir(parents=True, exist_ok=True)
-    c.start()
-    try:
-        wait_for("2 nodes", lambda: len(c.kubectl_json("get", "nodes")["items"]) == 2)
-        yield c
-    finally:
-        assert c.stop() == 0, "kyb server did not exit cleanly"
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    yield from fake_node_cluster(tmp_path_factory.mktemp("quota"), 2)
 
 
 def pod_yaml(name: str, ns: str, cpu: str | None, *, limit_cpu: str | None = None) -> str:

@@ -27,7 +27,6 @@ from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import controller_of
 from kybernetes.api.scheduling import NodeSelector, untolerated_taint
-from kybernetes.api.selectors import SelectorError, from_label_selector
 from kybernetes.client import (
     Client,
     Informer,
@@ -41,12 +40,11 @@ from kybernetes.controllers import history, podutil
 from kybernetes.controllers.ownership import (
     CONTROLLER_INDEX,
     ORPHAN_INDEX,
-    claim_objects,
+    claim_pods,
     controller_reference,
     controller_uid_index,
     labels_of,
     orphan_namespace_index,
-    owner_can_adopt,
 )
 from kybernetes.controllers.replicaset import ensure_index
 
@@ -324,17 +322,11 @@ class DaemonSetController:
             return None
         ds = {**ds, "apiVersion": API_VERSION, "kind": KIND}
         md = ds["metadata"]
-        try:
-            selector = from_label_selector((ds.get("spec") or {}).get("selector"))
-        except SelectorError as e:
-            log.warning("daemonset %s: invalid selector: %s", key, e)
+        claimed = await claim_pods(self.client, ds, self.pods, api_version=API_VERSION,
+                                   kind=KIND, plural="daemonsets")
+        if claimed is None:
             return None
-        candidates = self.pods.by_index(CONTROLLER_INDEX, md["uid"]) \
-            + self.pods.by_index(ORPHAN_INDEX, md.get("namespace") or "")
-        pods = await claim_objects(
-            self.client, ds, candidates, selector, api_version="v1", plural="pods",
-            owner_ref=controller_reference(ds, API_VERSION, KIND),
-            can_adopt=owner_can_adopt(self.client, ds, API_VERSION, "daemonsets"))
+        pods = claimed
         revisions = self.revisions.by_index(CONTROLLER_INDEX, md["uid"])
         current = await history.ensure_revision(self.client, ds, revisions,
                                                 api_version=API_VERSION, kind=KIND)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import controller_of
-from kybernetes.api.selectors import LabelSelector
+from kybernetes.api.selectors import LabelSelector, SelectorError, from_label_selector
 from kybernetes.client import Client
 
 log = logging.getLogger(__name__)
@@ -157,3 +157,26 @@ async def claim_objects(client: Client, owner: Obj, candidates: Iterable[Obj],
     if errors:
         raise errors[0]
     return claimed
+
+
+async def claim_pods(client: Client, owner: Obj, pods: Any, *, api_version: str, kind: str,
+                     plural: str, keep: Callable[[Obj], bool] | None = None
+                     ) -> list[Obj] | None:
+    """The pods a workload controls: its own and the orphans of its namespace (from the
+    informer ``pods``, indexed by :data:`CONTROLLER_INDEX` and :data:`ORPHAN_INDEX`),
+    adopted and released as its selector says; None when the selector is invalid."""
+    md = owner["metadata"]
+    try:
+        selector = from_label_selector((owner.get("spec") or {}).get("selector"))
+    except SelectorError as e:
+        log.warning("%s %s/%s: invalid selector: %s", kind.lower(), md.get("namespace"),
+                    md.get("name"), e)
+        return None
+    candidates = pods.by_index(CONTROLLER_INDEX, md["uid"]) \
+        + pods.by_index(ORPHAN_INDEX, md.get("namespace") or "")
+    if keep is not None:
+        candidates = [p for p in candidates if keep(p)]
+    return await claim_objects(
+        client, owner, candidates, selector, api_version="v1", plural="pods",
+        owner_ref=controller_reference(owner, api_version, kind),
+        can_adopt=owner_can_adopt(client, owner, api_version, plural))

@@ -40,12 +40,11 @@ from kybernetes.controllers.expectations import Expectations
 from kybernetes.controllers.ownership import (
     CONTROLLER_INDEX,
     ORPHAN_INDEX,
-    claim_objects,
+    claim_pods,
     controller_reference,
     controller_uid_index,
     labels_of,
     orphan_namespace_index,
-    owner_can_adopt,
 )
 
 log = logging.getLogger(__name__)
@@ -246,19 +245,12 @@ class ReplicaSetController:
             self.expectations.delete(key)
             return None
         needs_sync = self.expectations.satisfied(key)
-        md, spec = rs["metadata"], rs.get("spec") or {}
-        try:
-            selector = from_label_selector(spec.get("selector"))
-        except SelectorError as e:
-            log.warning("replicaset %s: invalid selector: %s", key, e)
+        md, _spec = rs["metadata"], rs.get("spec") or {}
+        claimed = await claim_pods(self.client, rs, self.pods, api_version=API_VERSION,
+                                   kind=KIND, plural="replicasets", keep=podutil.is_active)
+        if claimed is None:
             return None
-        candidates = [p for p in self.pods.by_index(CONTROLLER_INDEX, md["uid"])
-                      + self.pods.by_index(ORPHAN_INDEX, md.get("namespace") or "")
-                      if podutil.is_active(p)]
-        pods = await claim_objects(
-            self.client, rs, candidates, selector, api_version="v1", plural="pods",
-            owner_ref=controller_reference(rs, API_VERSION, KIND),
-            can_adopt=owner_can_adopt(self.client, rs, API_VERSION, "replicasets"))
+        pods = claimed
         failure: tuple[str, str] | None = None
         if needs_sync and not md.get("deletionTimestamp"):
             failure = await self._manage(key, rs, pods)

@@ -47,12 +47,11 @@ from kybernetes.controllers import history, podutil
 from kybernetes.controllers.ownership import (
     CONTROLLER_INDEX,
     ORPHAN_INDEX,
-    claim_objects,
+    claim_pods,
     controller_reference,
     controller_uid_index,
     labels_of,
     orphan_namespace_index,
-    owner_can_adopt,
 )
 from kybernetes.controllers.replicaset import ensure_index
 
@@ -323,17 +322,11 @@ class StatefulSetController:
             return None
         sts = {**sts, "apiVersion": API_VERSION, "kind": KIND}
         md = sts["metadata"]
-        try:
-            selector = from_label_selector((sts.get("spec") or {}).get("selector"))
-        except SelectorError as e:
-            log.warning("statefulset %s: invalid selector: %s", key, e)
+        claimed = await claim_pods(self.client, sts, self.pods, api_version=API_VERSION,
+                                   kind=KIND, plural="statefulsets")
+        if claimed is None:
             return None
-        candidates = self.pods.by_index(CONTROLLER_INDEX, md["uid"]) \
-            + self.pods.by_index(ORPHAN_INDEX, md.get("namespace") or "")
-        pods = await claim_objects(
-            self.client, sts, candidates, selector, api_version="v1", plural="pods",
-            owner_ref=controller_reference(sts, API_VERSION, KIND),
-            can_adopt=owner_can_adopt(self.client, sts, API_VERSION, "statefulsets"))
+        pods = claimed
         revisions = self.revisions.by_index(CONTROLLER_INDEX, md["uid"])
         update_rev = await history.ensure_revision(self.client, sts, revisions,
                                                    api_version=API_VERSION, kind=KIND)
