@@ -10,6 +10,7 @@ from kybernetes.api.registry import Registry, Resource
 from kybernetes.api.schema import builtin_definitions
 from kybernetes.api.structural import Compiler, Node
 from kybernetes.apiserver.allocators import IPAllocator, PortAllocator
+from kybernetes.apiserver.watchcache import KindCache
 from kybernetes.store import Backend
 
 
@@ -38,6 +39,15 @@ class Context:
         self.ports = PortAllocator()
         self._schemas: dict[int, Node | None] = {}
         self.extra: dict[str, Any] = {}
+        self._kind_caches: dict[str, KindCache] = {}
+
+    def kind_cache(self, res: Resource) -> KindCache:
+        """An in-process mirror of a small kind (quotas, limit ranges) for admission."""
+        prefix = res.key_prefix()
+        cache = self._kind_caches.get(prefix)
+        if cache is None:
+            cache = self._kind_caches[prefix] = KindCache(self.backend, prefix)
+        return cache
 
     def schema(self, res: Resource) -> Node | None:
         """The compiled schema of a resource's objects (None: accept anything)."""

@@ -173,8 +173,7 @@ async def admit(ctx: Context, res: Resource, obj: Obj) -> None:
     lres = ctx.registry.get("", "v1", "limitranges")
     if not ns or lres is None:
         return
-    page = await ctx.backend.list(lres.key_prefix(ns))
-    items = [item for kv in page.items
+    items = [item for kv in await ctx.kind_cache(lres).items(ns)
              for item in ((orjson.loads(kv.value).get("spec") or {}).get("limits") or [])
              if isinstance(item, dict)]
     if not items:

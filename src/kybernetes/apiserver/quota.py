@@ -73,14 +73,14 @@ async def admit(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool) -> None
     qres = ctx.registry.get("", "v1", "resourcequotas")
     if not res.namespaced or not ns or qres is None:
         return
-    page = await ctx.backend.list(qres.key_prefix(ns))
-    if not page.items:
+    items = await ctx.kind_cache(qres).items(ns)
+    if not items:
         return
     usage = q.object_usage(res.plural, res.group, obj)
     charges: list[tuple[KeyValue, Obj, q.Usage]] = []
     try:
         # every quota is checked before any is charged
-        for kv in page.items:
+        for kv in items:
             quota = orjson.loads(kv.value)
             new = evaluate(res.plural, res.group, obj, quota, usage)
             if new is not None:

@@ -113,6 +113,11 @@ class Watch(Protocol):
         """The next batch; [] when ``timeout`` passed first; None once the watch ended."""
         ...
 
+    def poll(self) -> list[Event] | None:
+        """Every event delivered so far, without waiting: [] when none is; None once the
+        watch ended."""
+        ...
+
     def close(self) -> None: ...
 
 

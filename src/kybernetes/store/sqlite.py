@@ -136,6 +136,18 @@ class _Watcher:
         self._pending -= len(batch)
         return batch
 
+    def poll(self) -> list[Event] | None:
+        out: list[Event] = []
+        queue = self._queue
+        while not queue.empty():
+            batch = queue.get_nowait()
+            if batch is None:
+                queue.put_nowait(None)
+                return out or None
+            self._pending -= len(batch)
+            out += batch
+        return out
+
 
 class SQLiteBackend:
     """The :class:`~kybernetes.store.backend.Backend` over one SQLite file.
