@@ -257,6 +257,14 @@ def test_exec_runs_in_the_container(cluster: Cluster, namespace: str) -> None:
     ps = cluster.kubectl("exec", "box", "-n", namespace, "--", "ps", "-e", "-o", "pid,args")
     lines = [line.split(None, 1) for line in ps.stdout.splitlines()[1:]]
     assert lines[0] == ["1", "sh -c sleep 3600"]  # the pod sees only its own processes
+    # the command runs in the container's cgroups: counted and limited with it
+    uid = pod(cluster, namespace, "box")["metadata"]["uid"]
+    groups = cluster.kubectl("exec", "box", "-n", namespace, "--", "cat", "/proc/self/cgroup")
+    # (cgroup v1 here: the memory hierarchy; on a v2-only machine the unified one)
+    ours = [line for line in groups.stdout.splitlines()
+            if line.split(":")[1] == ("memory" if "memory" in groups.stdout else "")]
+    assert ours and all(line.endswith(f"/kybernetes/pod{uid}/main") for line in ours), \
+        groups.stdout
 
 
 

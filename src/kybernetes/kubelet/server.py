@@ -135,15 +135,18 @@ class AgentAPI:
             if run is None or pids is None or not run.running():
                 raise StatusError.bad_request(
                     f'container {container} is not running in pod {name}')
-            env = [_unescape(line.split("\t", 1)[1]) for line in
-                   (run.dir / "spec").read_text().splitlines() if line.startswith("env\t")]
+            spec_lines = (run.dir / "spec").read_text().splitlines()
+            env = [_unescape(line.split("\t", 1)[1]) for line in spec_lines
+                   if line.startswith("env\t")]
+            cgroups = [_unescape(line.split("\t", 1)[1]) for line in spec_lines
+                       if line.startswith("cgroup\t")]
         except StatusError as e:
             if conn.transport is not None:
                 conn.transport.write(_error_bytes(e))
                 conn.transport.close()
             return
         await exec_session(conn, dict(scope["headers"]), scope.get("query_string", b""),
-                           pid=pids[1], env=env,
+                           pid=pids[1], env=env, cgroups=cgroups,
                            on_error=lambda code, msg: _error_bytes(StatusError(
                                code, "BadRequest", msg)))
 

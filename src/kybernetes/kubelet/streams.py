@@ -4,7 +4,8 @@ The API server tunnels the client's upgraded connection here. Channels are one b
 the head of each binary message (``v5.channel.k8s.io`` / ``v4.channel.k8s.io``): 0 stdin,
 1 stdout, 2 stderr, 3 the final status (a ``metav1.Status``), 4 terminal resize, and in v5
 255 to close a stream. The command runs inside the container's namespaces (``nsenter``)
-with the container's environment.
+with the container's environment, in the container's cgroups (its CPU and memory are
+the container's, counted and limited with it, as ``runc exec`` does).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hashlib
 import os
 import struct
 import termios
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -119,8 +120,20 @@ def exit_status(code: int, command: list[str]) -> bytes:
         "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}})
 
 
+def join_cgroups(dirs: Sequence[str]) -> Callable[[], None]:
+    """A ``preexec_fn`` that moves the new process into ``dirs`` before it runs anything,
+    so that nothing it starts escapes them."""
+    def join() -> None:
+        me = str(os.getpid())
+        for d in dirs:
+            with contextlib.suppress(OSError), open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(me)
+    return join
+
+
 async def exec_session(conn: Any, headers: dict[bytes, bytes], query: bytes, *,
-                       pid: int, env: list[str], on_error: Callable[[int, str], bytes]) -> None:
+                       pid: int, env: list[str], on_error: Callable[[int, str], bytes],
+                       cgroups: Sequence[str] = ()) -> None:
     """Run ``command`` in the namespaces of ``pid`` and speak the channel protocol."""
     transport = conn.transport
     q = parse_qs(query.decode())
@@ -141,12 +154,14 @@ async def exec_session(conn: Any, headers: dict[bytes, bytes], query: bytes, *,
     if tty:
         master, slave = os.openpty()
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+            *argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            preexec_fn=join_cgroups(cgroups) if cgroups else None)
         os.close(slave)
     else:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE if want_stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=join_cgroups(cgroups) if cgroups else None)
     reader = FrameReader()
     loop = asyncio.get_running_loop()
     closed = asyncio.Event()
