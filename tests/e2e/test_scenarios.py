@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,73 @@ def test_serve_model(cluster: Cluster, namespace: str) -> None:
     top = wait_for("kubectl top", lambda: (p := cluster.kubectl(
         "top", "pods", "-n", namespace, check=False)).returncode == 0 and p.stdout)
     assert all(p["metadata"]["name"] in top for p in pods)
+
+
+def test_serve_model_rollouts_on_the_node_agent(cluster: Cluster, namespace: str) -> None:
+    """serve-model.yaml on real pods: deleted pods are replaced; ``kubectl set image`` rolls
+    out without ever having fewer than replicas - maxUnavailable (3 - 0) Ready pods
+    (sampled all along); ``rollout undo`` brings the old template back; an image the node
+    does not have stalls the next rollout until ProgressDeadlineExceeded, the old pods
+    still serving."""
+    c, ns = cluster, namespace
+    c.kubectl("apply", "-n", ns, "-f", str(SCENARIOS / "serve-model.yaml"))
+    c.kubectl("rollout", "status", "deployment/ml-model", "-n", ns, "--timeout=90s",
+              timeout=100)
+    victim = _pods(c, ns, "app=ml-model")[0]["metadata"]["name"]
+    c.kubectl("delete", "pod", victim, "-n", ns, "--wait=false")
+    wait_for("3 ready replicas again", lambda: (ps := _pods(c, ns, "app=ml-model"))
+             and len(ps) == 3 and all(ready(p) for p in ps)
+             and victim not in {p["metadata"]["name"] for p in ps}, timeout=60)
+
+    lowest = [3]
+    stop = threading.Event()
+
+    def sample() -> None:
+        with c.http() as http:
+            while not stop.is_set():
+                items = http.get(f"/api/v1/namespaces/{ns}/pods",
+                                 params={"labelSelector": "app=ml-model"}).json()["items"]
+                lowest[0] = min(lowest[0], sum(
+                    1 for p in items if ready(p) and not p["metadata"].get("deletionTimestamp")))
+                time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        c.kubectl("set", "image", "deployment/ml-model", "-n", ns, "ml-model=python:3.12")
+        c.kubectl("rollout", "status", "deployment/ml-model", "-n", ns, "--timeout=120s",
+                  timeout=130)
+    finally:
+        stop.set()
+        sampler.join()
+    assert lowest[0] >= 3, f"only {lowest[0]} ready pods during the rollout"
+    pods = _pods(c, ns, "app=ml-model")
+    assert {p["spec"]["containers"][0]["image"] for p in pods} == {"python:3.12"}
+
+    c.kubectl("rollout", "undo", "deployment/ml-model", "-n", ns)
+    c.kubectl("rollout", "status", "deployment/ml-model", "-n", ns, "--timeout=120s",
+              timeout=130)
+    d = c.kubectl_json("get", "deployment", "ml-model", "-n", ns)
+    assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "python:3.11"
+
+    c.kubectl("patch", "deployment", "ml-model", "-n", ns, "--type=merge",
+              "-p", '{"spec": {"progressDeadlineSeconds": 10}}')
+    c.kubectl("set", "image", "deployment/ml-model", "-n", ns, "ml-model=no-such-image:1")
+    out = c.kubectl("rollout", "status", "deployment/ml-model", "-n", ns, "--timeout=60s",
+                    check=False, timeout=70)
+    assert out.returncode != 0
+    assert 'deployment "ml-model" exceeded its progress deadline' in out.stderr
+    d = c.kubectl_json("get", "deployment", "ml-model", "-n", ns)
+    progressing = next(x for x in d["status"]["conditions"] if x["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False",
+                                                              "ProgressDeadlineExceeded")
+    assert d["status"]["readyReplicas"] == 3  # the old pods still serve
+    stuck = [p for p in _pods(c, ns, "app=ml-model")
+             if p["spec"]["containers"][0]["image"] == "no-such-image:1"]
+    assert stuck and all(
+        ((s.get("state") or {}).get("waiting") or {}).get("reason") in
+        ("ErrImagePull", "ImagePullBackOff")
+        for p in stuck for s in p["status"].get("containerStatuses") or ())
 
 
 @pytest.fixture
