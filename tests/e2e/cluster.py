@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,8 +143,36 @@ class Cluster:
                             timeout=30)
 
 
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0, *,
+             every: float = 0.2) -> Any:
+    """Poll ``fn`` every ``every`` seconds until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
 def load_scenario(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((SCENARIOS / name).read_text()) if d]
+
+
+def agent_cluster(base: Path, *extra_args: str) -> Iterator[Cluster]:
+    """A server of a test's own, with this machine's node agent and ``extra_args``
+    (``yield from agent_cluster(tmp_path, "--fake-gpus", "4")``); its pods are stopped
+    after it."""
+    c = Cluster(data_dir=base / "data", port=free_port(), log_path=base / "server.log",
+                cache_dir=base / "home", extra_args=list(extra_args))
+    c.cache_dir.mkdir(parents=True, exist_ok=True)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+        c.killall()
 
 
 def fake_node_cluster(base: Path, nodes: int) -> Iterator[Cluster]:

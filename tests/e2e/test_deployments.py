@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import SCENARIOS, Cluster, free_port
+from tests.e2e.cluster import SCENARIOS, Cluster, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,15 +43,6 @@ def fake_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         assert c.stop() == 0, "kyb server did not exit cleanly"
 
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def namespace(c: Cluster, name: str) -> str:

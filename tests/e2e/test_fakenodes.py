@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.cluster import Cluster, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +35,6 @@ def _log(path: Path) -> str:
     except OSError:
         return ""
 
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_fake_nodes_ready_with_gpus(fake_cluster: Cluster) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.cluster import SCENARIOS, Cluster
+from tests.e2e.cluster import SCENARIOS, Cluster, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.geteuid() != 0 or not Path("/usr/lib/cni/bridge").exists(),
@@ -29,17 +28,6 @@ os.environ.setdefault("KYB_JOB_BACKOFF_BASE_SECONDS", "1")
 
 CRON_NAMESPACE = "t-jobs-retrain-cron"
 
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0,
-             every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def apply(cluster: Cluster, ns: str, obj: dict[str, Any]) -> None:
@@ -230,7 +218,7 @@ def test_retrain_cron_scenario_runs_without_overlap(cluster: Cluster,
     assert md["ownerReferences"][0]["name"] == "nightly-retrain"
     cj = wait_for("the CronJob's status", lambda: (c := cluster.kubectl_json(
         "get", "cronjob", "nightly-retrain", "-n", ns))["status"].get("lastSuccessfulTime")
-        and c)
+        and c, timeout=60)
     assert cj["status"]["lastScheduleTime"] == stamp
     assert not any(a["name"] == md["name"] for a in cj["status"].get("active") or [])
     [pod] = pods_of(cluster, ns, md["name"])

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.cluster import Cluster, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -21,26 +21,19 @@ UNREACHABLE = "node.kubernetes.io/unreachable"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A server with a 5 s node monitor grace period and two fake nodes."""
+    """A server with a 5 s node monitor grace period and two fake nodes (renewing their
+    Leases every second)."""
     base = tmp_path_factory.mktemp("nodelifecycle")
     c = Cluster(data_dir=base / "data", port=free_port(), log_path=base / "server.log",
                 cache_dir=base / "home",
                 extra_args=["--disable-agent", "--fake-nodes", "2",
-                            "--node-monitor-grace-period", "5"])
+                            "--node-monitor-grace-period", "5",
+                            "--fake-node-lease-interval", "1s"])
     c.cache_dir.mkdir(parents=True, exist_ok=True)
     c.start()
     yield c
     assert c.stop() == 0, "kyb server did not exit cleanly"
 
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _now(micro: bool = False) -> str:
@@ -143,3 +136,85 @@ def test_unreachable_node_tainted_and_pods_evicted(cluster: Cluster) -> None:
 
     taints = wait_for("the unreachable taints removed", untainted, timeout=8)
     assert [t["key"] for t in taints] == ["example.com/drain"]
+
+
+DEAD = "dead-node"
+
+
+def _post_status(c: Cluster, node: str) -> None:
+    """Play a kubelet once for ``node``: capacity, Ready, and a renewed Lease."""
+    stamp = _now()
+    resources = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    c.kubectl("patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps(
+        {"status": {"capacity": resources, "allocatable": resources, "conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady",
+             "message": "kubelet is posting ready status", "lastHeartbeatTime": stamp,
+             "lastTransitionTime": stamp}]}}))
+    c.kubectl("-n", "kube-node-lease", "patch", "lease", node, "--type=merge",
+              "-p", json.dumps({"spec": {"renewTime": _now(micro=True)}}))
+
+
+def test_pods_of_a_dead_node_are_replaced_on_another(cluster: Cluster) -> None:
+    """A Deployment's pods on a node that goes silent are evicted after their
+    tolerationSeconds and recreated by the ReplicaSet on the (fake) nodes still alive."""
+    c = cluster
+    fakes = [n["metadata"]["name"] for n in c.kubectl_json("get", "nodes")["items"]
+             if n["metadata"]["name"] not in (NODE, DEAD)]
+    assert len(fakes) == 2
+    c.kubectl("create", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": DEAD, "labels": {
+            "kubernetes.io/hostname": DEAD}}}))
+    c.kubectl("create", "-f", "-", input=json.dumps(
+        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+         "metadata": {"name": DEAD, "namespace": "kube-node-lease"},
+         "spec": {"holderIdentity": DEAD, "leaseDurationSeconds": 40,
+                  "renewTime": _now(micro=True)}}))
+    _post_status(c, DEAD)
+    for name in fakes:  # the first pods can only go to the node about to die
+        c.kubectl("cordon", name)
+    c.kubectl("create", "namespace", "failover")
+    c.kubectl("apply", "-n", "failover", "-f", "-", input=json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "model"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "model"}},
+                 "template": {"metadata": {"labels": {"app": "model"}}, "spec": {
+                     "tolerations": [{"key": UNREACHABLE, "operator": "Exists",
+                                      "effect": "NoExecute", "tolerationSeconds": 2}],
+                     "containers": [{"name": "c", "image": "busybox",
+                                     "resources": {"requests": {"cpu": "100m"}}}]}}}}))
+
+    def on_dead() -> Any:
+        pods = c.kubectl_json("get", "pods", "-n", "failover")["items"]
+        return pods if len(pods) == 2 and all(p["spec"].get("nodeName") == DEAD
+                                              for p in pods) else None
+
+    first = wait_for("2 pods on the node", on_dead, timeout=20)
+    ready = {"type": "Ready", "status": "True", "lastTransitionTime": _now()}
+    for p in first:  # its kubelet starts them
+        c.kubectl("patch", "pod", p["metadata"]["name"], "-n", "failover",
+                  "--subresource=status", "--type=merge", "-p", json.dumps(
+                      {"status": {"phase": "Running", "conditions": [ready]}}))
+    for name in fakes:
+        c.kubectl("uncordon", name)
+    old = {p["metadata"]["name"] for p in first}
+    silent_at = time.monotonic()  # no more heartbeats from here
+
+    def replaced() -> Any:
+        pods = c.kubectl_json("get", "pods", "-n", "failover")["items"]
+        new = [p for p in pods if p["metadata"]["name"] not in old
+               and p["spec"].get("nodeName") in fakes and p["status"].get("phase") == "Running"
+               and any(x["type"] == "Ready" and x["status"] == "True"
+                       for x in p["status"].get("conditions") or ())]
+        gone = all(p["metadata"]["name"] not in old or p["metadata"].get("deletionTimestamp")
+                   for p in pods)
+        return new if len(new) == 2 and gone else None
+
+    new = wait_for("2 replacements running on the live nodes", replaced, timeout=40)
+    # grace period (5 s) + tolerationSeconds (2 s) before the first eviction
+    assert time.monotonic() - silent_at > 6
+    assert {p["spec"]["nodeName"] for p in new} <= set(fakes)
+    d = wait_for("the Deployment available again", lambda: (x := c.kubectl_json(
+        "get", "deployment", "model", "-n", "failover"))["status"].get(
+        "availableReplicas") == 2 and x)
+    assert d["status"]["replicas"] == 2
+    c.kubectl("delete", "namespace", "failover", "--wait=false")
+    c.kubectl("delete", "node", DEAD)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.cluster import KUBECTL, SCENARIOS, Cluster, free_port
+from tests.e2e.cluster import KUBECTL, SCENARIOS, Cluster, agent_cluster, free_port
 from tests.e2e.test_pods import ready, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
@@ -139,15 +139,7 @@ def test_serve_model_rollouts_on_the_node_agent(cluster: Cluster, namespace: str
 @pytest.fixture
 def gpu_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A server whose node declares 4 fake GPUs."""
-    c = Cluster(data_dir=tmp_path / "data", port=free_port(), log_path=tmp_path / "server.log",
-                cache_dir=tmp_path / "home", extra_args=["--fake-gpus", "4"])
-    c.cache_dir.mkdir(parents=True, exist_ok=True)
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        c.killall()
+    yield from agent_cluster(tmp_path, "--fake-gpus", "4")
 
 
 def test_gpu_serving_replicas_get_distinct_gpus(gpu_cluster: Cluster) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import click
 from kybernetes import __version__
 
 if TYPE_CHECKING:
+    from kybernetes.cli.serve import LeaderElectionOptions
     from kybernetes.scheduler.config import SchedulerConfiguration
 
 
@@ -51,6 +53,94 @@ def _node_options(fn: Callable[..., None]) -> Callable[..., None]:
                         help="Size at which a container's log is rotated.")(fn)
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds of a Go duration (``15s``, ``1m30s``, ``500ms``); a bare number is seconds."""
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"invalid duration {value!r}")
+    return total
+
+
+class Duration(click.ParamType[float, object]):
+    """A positive duration flag, as kube-controller-manager's: ``15s``, ``1m``, ``500ms``."""
+
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            try:
+                seconds = parse_duration(str(value))
+            except ValueError as e:
+                self.fail(str(e), param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} is not a positive duration", param, ctx)
+        return seconds
+
+
+def _leader_election_options(*, hidden: bool) -> Callable[[Callable[..., None]],
+                                                          Callable[..., None]]:
+    """kube-controller-manager's --leader-elect* flags."""
+    def add(fn: Callable[..., None]) -> Callable[..., None]:
+        fn = click.option("--leader-elect-retry-period", type=Duration(), default="2s",
+                          show_default=True, hidden=hidden, help="How long candidates wait "
+                          "between tries to acquire or renew the lease.")(fn)
+        fn = click.option("--leader-elect-renew-deadline", type=Duration(), default="10s",
+                          show_default=True, hidden=hidden, help="How long the leader "
+                          "tries to renew before it stops leading.")(fn)
+        return click.option("--leader-elect-lease-duration", type=Duration(), default="15s",
+                            show_default=True, hidden=hidden, help="How long standbys wait "
+                            "after the last renewal before taking the lease over.")(fn)
+    return add
+
+
+def _controller_options(*, hidden: bool) -> Callable[[Callable[..., None]],
+                                                     Callable[..., None]]:
+    """kube-controller-manager's flags for the controllers kybernetes runs."""
+    def add(fn: Callable[..., None]) -> Callable[..., None]:
+        fn = click.option("--horizontal-pod-autoscaler-downscale-stabilization",
+                          "hpa_downscale_stabilization", type=Duration(), default="5m",
+                          show_default=True, hidden=hidden, help="How far back the "
+                          "autoscaler looks for a higher recommendation before scaling "
+                          "down (autoscalers without spec.behavior).")(fn)
+        fn = click.option("--horizontal-pod-autoscaler-sync-period", "hpa_sync_period",
+                          type=Duration(), default="15s", show_default=True, hidden=hidden,
+                          help="How often each HorizontalPodAutoscaler is reconciled.")(fn)
+        return click.option("--node-monitor-grace-period", type=Duration(), default="40s",
+                            show_default=True, hidden=hidden, help="How long a node may go "
+                            "without renewing its Lease before it is marked Unknown.")(fn)
+    return add
+
+
+def _election(enabled: bool, lease_duration: float, renew_deadline: float,
+              retry_period: float) -> LeaderElectionOptions:
+    from kybernetes.cli.serve import LeaderElectionOptions
+
+    if enabled and not lease_duration > renew_deadline > 1.2 * retry_period:
+        raise click.UsageError("leader election needs --leader-elect-lease-duration > "
+                               "--leader-elect-renew-deadline > 1.2 x "
+                               "--leader-elect-retry-period")
+    return LeaderElectionOptions(enabled=enabled, lease_duration=lease_duration,
+                                 renew_deadline=renew_deadline, retry_period=retry_period)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="kyb")
 def main() -> None:
@@ -64,6 +154,9 @@ def _fake_node_options(fn: Callable[..., None]) -> Callable[..., None]:
                       default=None, help="Fake nodes from a YAML list (name, cpu, memory, "
                       "gpus, pods, labels, taints) or a .csv file (header name,cpu,memory,"
                       "gpus,labels; labels as k=v;k=v).")(fn)
+    fn = click.option("--fake-node-lease-interval", type=Duration(), default="30s",
+                      hidden=True, help="How often each fake node renews its Lease (tests "
+                      "with a short --node-monitor-grace-period shorten it).")(fn)
     fn = click.option("--fake-node-labels", multiple=True,
                       help="Labels of every fake node, k=v,k2=v2 (repeatable).")(fn)
     fn = click.option("--fake-node-pods", type=int, default=110, show_default=True,
@@ -117,8 +210,10 @@ def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
               "weights; docs/scheduler.md).")
 @click.option("--disable-scheduler", is_flag=True, hidden=True,
               help="Run without the scheduler (pods need a spec.nodeName).")
-@click.option("--node-monitor-grace-period", type=click.FloatRange(min=1), default=40,
-              hidden=True, help="Seconds without a Lease renewal before a node is Unknown.")
+@click.option("--disable-controllers", is_flag=True, hidden=True,
+              help="Run without the controllers (a `kyb controller-manager` runs them).")
+@_leader_election_options(hidden=True)
+@_controller_options(hidden=True)
 @_node_options
 @_fake_node_options
 @click.option("-v", "--verbose", count=True)
@@ -128,15 +223,21 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
            container_log_max_files: int, eviction_hard: str, eviction_monitoring_period: float,
            fake_nodes: int, fake_node_cpu: str, fake_node_memory: str, fake_node_gpus: int,
            fake_node_pods: int, fake_node_labels: tuple[str, ...], fake_node_list: Path | None,
+           fake_node_lease_interval: float,
            scheduler_config: Path | None, disable_scheduler: bool,
-           node_monitor_grace_period: float, verbose: int) -> None:
+           disable_controllers: bool, leader_elect_lease_duration: float,
+           leader_elect_renew_deadline: float, leader_elect_retry_period: float,
+           verbose: int, **controller_flags: float) -> None:
     """Run the all-in-one control plane (and this machine's node agent)."""
     _setup_logging(verbose + 1)
-    from kybernetes.cli.serve import AgentOptions, FakeNodeOptions, run_server
+    election = _election(True, leader_elect_lease_duration, leader_elect_renew_deadline,
+                         leader_elect_retry_period)
+    from kybernetes.cli.serve import AgentOptions, ControllerOptions, FakeNodeOptions, run_server
 
     fake = FakeNodeOptions(count=fake_nodes, cpu=fake_node_cpu, memory=fake_node_memory,
                            gpus=fake_node_gpus, pods=fake_node_pods,
-                           labels=list(fake_node_labels), list_file=fake_node_list)
+                           labels=list(fake_node_labels), list_file=fake_node_list,
+                           lease_interval=fake_node_lease_interval)
     if fake.enabled:  # refuse bad options now rather than log them once serving
         from kybernetes.kubelet.fakenodes import NodeListError
 
@@ -164,8 +265,34 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
                              advertise_address=advertise_address, fsync=fsync, agent=agent,
                              fake_nodes=fake if fake.enabled else None,
                              scheduler=not disable_scheduler, scheduler_config=sched_cfg,
-                             node_monitor_grace_period=node_monitor_grace_period))
+                             controllers=not disable_controllers, election=election,
+                             controller_options=ControllerOptions(**controller_flags)))
     sys.exit(code)
+
+
+@main.command("controller-manager")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The API server to run the controllers against "
+              "(default: $KUBECONFIG, then ~/.kube/config).")
+@click.option("--leader-elect/--no-leader-elect", default=True, show_default=True,
+              help="Act only while holding the kube-system/kube-controller-manager Lease, "
+              "so that several controller managers never both act.")
+@_leader_election_options(hidden=False)
+@_controller_options(hidden=False)
+@click.option("-v", "--verbose", count=True)
+def controller_manager(kubeconfig: Path | None, leader_elect: bool,
+                       leader_elect_lease_duration: float, leader_elect_renew_deadline: float,
+                       leader_elect_retry_period: float, verbose: int,
+                       **controller_flags: float) -> None:
+    """Run the controllers (Deployments, Jobs, garbage collector...) in their own process."""
+    _setup_logging(verbose + 1)
+    election = _election(leader_elect, leader_elect_lease_duration,
+                         leader_elect_renew_deadline, leader_elect_retry_period)
+    from kybernetes.cli.serve import ControllerOptions, run_controller_manager
+
+    sys.exit(asyncio.run(run_controller_manager(
+        kubeconfig=kubeconfig.resolve() if kubeconfig else None, election=election,
+        controller_options=ControllerOptions(**controller_flags))))
 
 
 @main.command()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +45,7 @@ class FakeNodeOptions:
     pods: int = 110
     labels: list[str] = field(default_factory=list)
     list_file: Path | None = None
+    lease_interval: float = 30.0
 
     @property
     def enabled(self) -> bool:
@@ -63,7 +63,7 @@ class FakeNodeOptions:
 async def _start_fake_nodes(client: Any, opts: FakeNodeOptions) -> Callable[[], Awaitable[None]]:
     from kybernetes.kubelet.fakenodes import FakeNodes
 
-    fake = FakeNodes(client, opts.nodes())
+    fake = FakeNodes(client, opts.nodes(), lease_interval=opts.lease_interval)
     await fake.start()  # registration goes on in the background
     return fake.stop
 
@@ -120,12 +120,153 @@ def default_address() -> str:
     return default_advertise_address()
 
 
+@dataclass(frozen=True)
+class ControllerOptions:
+    """The controllers' settings (the keyword arguments of ``start_controllers``)."""
+
+    node_monitor_grace_period: float = 40.0
+    hpa_sync_period: float = 15.0
+    hpa_downscale_stabilization: float = 300.0
+
+
+@dataclass
+class LeaderElectionOptions:
+    """``--leader-elect*``: the controllers run only in the holder of a Lease."""
+
+    enabled: bool = True
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    name: str = "kube-controller-manager"
+    namespace: str = "kube-system"
+
+
+def server_identity(data_dir: Path) -> str:
+    """The server's candidate identity, ``<hostname>_<uuid>``, kept in the data dir:
+    restarted after a crash, a server takes its own lease back at once instead of
+    waiting for it to expire."""
+    import socket
+    import uuid
+
+    path = data_dir / "leader-election-id"
+    try:
+        uid = path.read_text().strip()
+    except OSError:
+        uid = ""
+    if not uid:
+        uid = str(uuid.uuid4())
+        try:
+            path.write_text(uid + "\n")
+        except OSError as e:
+            log.warning("cannot keep the leader election identity in %s: %s", path, e)
+    return f"{socket.gethostname()}_{uid}"
+
+
+async def start_elected_controllers(client: Any, opts: LeaderElectionOptions, *,
+                                    identity: str = "", controller_options: ControllerOptions,
+                                    campaign_again: bool) -> Callable[[], Awaitable[None]]:
+    """:func:`run_elected_controllers` in the background; returns its stopper (which
+    stops the controllers and releases the lease)."""
+    from kybernetes.aio.tasks import cancel_and_wait, spawn
+
+    task = spawn(run_elected_controllers(client, opts, identity=identity,
+                                         controller_options=controller_options,
+                                         campaign_again=campaign_again),
+                 name="controllers-election")
+
+    async def stop() -> None:
+        await cancel_and_wait(task)
+
+    return stop
+
+
+async def run_elected_controllers(client: Any, opts: LeaderElectionOptions, *,
+                                  identity: str, controller_options: ControllerOptions,
+                                  campaign_again: bool) -> None:
+    """Campaign for the controllers' Lease; run the controllers while leading. When
+    leadership is lost the controllers stop and, if ``campaign_again``, the campaign
+    starts over, else this returns. Cancelled, it stops the controllers and releases
+    the lease."""
+    from kybernetes.client.leaderelection import LeaderElector
+
+    stoppers: list[Callable[[], Awaitable[None]]] = []
+
+    async def started() -> None:
+        from kybernetes.controllers.manager import start_controllers
+
+        log.info("started leading: starting the controllers")
+        stoppers.extend(await start_controllers(client, **asdict(controller_options)))
+        log.info("controllers started")
+
+    async def stopped() -> None:
+        log.info("stopped leading: stopping the controllers")
+        while stoppers:
+            await stoppers.pop()()
+
+    elector = LeaderElector(client, name=opts.name, namespace=opts.namespace,
+                            identity=identity, lease_duration=opts.lease_duration,
+                            renew_deadline=opts.renew_deadline,
+                            retry_period=opts.retry_period, on_started_leading=started,
+                            on_stopped_leading=stopped, component="kube-controller-manager")
+    log.info("leader election identity %s", elector.identity)
+    while True:
+        await elector.run()
+        if not campaign_again:
+            return
+        log.error("leaderelection lost: the controllers stopped; campaigning again")
+
+
+async def run_controller_manager(*, kubeconfig: Path | None, election: LeaderElectionOptions,
+                                 controller_options: ControllerOptions) -> int:
+    """``kyb controller-manager``: the controllers in a process of their own, acting only
+    while it holds the Lease. Like kube-controller-manager, it exits 1 ("leaderelection
+    lost") when it loses the lease, and releases it when stopped by SIGTERM."""
+    from kybernetes.aio.tasks import cancel_and_wait, spawn
+    from kybernetes.cli.main import install_stop_signals
+    from kybernetes.client import Client, KubeconfigError
+
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    try:
+        client = Client.from_kubeconfig(kubeconfig)
+    except (KubeconfigError, OSError) as e:
+        log.error("cannot load the kubeconfig: %s", e)
+        return 1
+    try:
+        if not election.enabled:
+            from kybernetes.controllers.manager import start_controllers, stop_controllers
+
+            stoppers = await start_controllers(client, **asdict(controller_options))
+            print("controllers started (no leader election)", flush=True)
+            try:
+                await stop.wait()
+            finally:
+                await stop_controllers(stoppers)
+            return 0
+        campaign = spawn(run_elected_controllers(
+            client, election, controller_options=controller_options,
+            identity="", campaign_again=False), name="controllers-election")
+        stopping = spawn(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait({campaign, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if campaign in done:
+            await cancel_and_wait(stopping)
+            log.error("leaderelection lost")
+            return 1
+        log.info("shutting down")
+        await cancel_and_wait(campaign)
+        return 0
+    finally:
+        await client.aclose()
+
+
 async def run_server(*, data_dir: Path, port: int, host: str, advertise_address: str,
                      fsync: bool, agent: AgentOptions | None = None,
                      fake_nodes: FakeNodeOptions | None = None,
                      scheduler: bool = True,
                      scheduler_config: SchedulerConfiguration | None = None,
-                     node_monitor_grace_period: float = 40.0) -> int:
+                     controllers: bool = True,
+                     election: LeaderElectionOptions | None = None,
+                     controller_options: ControllerOptions | None = None) -> int:
     from kybernetes.cli.main import install_stop_signals
 
     stop = asyncio.Event()
@@ -140,7 +281,8 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
         return 1
     components = await start_components(cp, agent, fake_nodes=fake_nodes, scheduler=scheduler,
                                         scheduler_config=scheduler_config,
-                                        node_monitor_grace_period=node_monitor_grace_period)
+                                        controllers=controllers, election=election,
+                                        controller_options=controller_options)
     print(f"kybernetes is ready: export KUBECONFIG={cp.kubeconfig_path}", flush=True)
     await stop.wait()
     log.info("shutting down")
@@ -156,104 +298,29 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
                            fake_nodes: FakeNodeOptions | None = None,
                            scheduler: bool = True,
                            scheduler_config: SchedulerConfiguration | None = None,
-                           node_monitor_grace_period: float = 40.0
+                           controllers: bool = True,
+                           election: LeaderElectionOptions | None = None,
+                           controller_options: ControllerOptions | None = None
                            ) -> list[Callable[[], Awaitable[None]]]:
     """Controllers and other components that talk to the API server; returns stoppers.
 
     Imported here, after the API server is ready, and on a thread so that the event
-    loop keeps answering requests meanwhile.
+    loop keeps answering requests meanwhile. The controllers run only while this server
+    leads (a ``kyb controller-manager`` may hold the Lease instead).
     """
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.garbagecollector")
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.namespace")
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.persistentvolume")
     from kybernetes.client import Client
-    from kybernetes.controllers.garbagecollector import GarbageCollector
-    from kybernetes.controllers.namespace import NamespaceController
-    from kybernetes.controllers.persistentvolume import PersistentVolumeController
 
     client = Client.from_kubeconfig(cp.kubeconfig_path)
-    gc = GarbageCollector(client)
-    namespaces = NamespaceController(client)
-    volumes = PersistentVolumeController(client)
-    await gc.start()
-    await namespaces.start()
-    await volumes.start()
-    stoppers: list[Callable[[], Awaitable[None]]] = [client.aclose, gc.stop, namespaces.stop,
-                                                     volumes.stop]
-    # ReplicaSets and Deployments: one pod and one ReplicaSet informer shared by both
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.deployment")
-    from kybernetes.controllers.deployment import DeploymentController
-    from kybernetes.controllers.replicaset import ReplicaSetController
+    stoppers: list[Callable[[], Awaitable[None]]] = [client.aclose]
+    if controllers:
+        await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.manager")
+        from kybernetes.controllers.manager import load_controllers
 
-    replicasets = ReplicaSetController(client)
-    deployments = DeploymentController(client, pods=replicasets.pods,
-                                       replicasets=replicasets.replicasets)
-    await replicasets.start()
-    await deployments.start()
-    stoppers += [replicasets.stop, deployments.stop]
-    # StatefulSets and DaemonSets: sharing the ReplicaSet controller's pod informer
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.daemonset")
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.statefulset")
-    from kybernetes.controllers.daemonset import DaemonSetController
-    from kybernetes.controllers.statefulset import StatefulSetController
-
-    for workload in (StatefulSetController(client, pods=replicasets.pods),
-                     DaemonSetController(client, pods=replicasets.pods)):
-        await workload.start()
-        stoppers.append(workload.stop)
-    # Jobs, CronJobs and the TTL-after-finished cleanup: one Job informer shared by the three
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.cronjob")
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.job")
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.ttlafterfinished")
-    from kybernetes.client import Informer
-    from kybernetes.controllers.cronjob import CronJobController
-    from kybernetes.controllers.job import JobController
-    from kybernetes.controllers.ttlafterfinished import TTLAfterFinishedController
-
-    jobs_informer = Informer(client, "batch/v1", "jobs")
-    # the pod failure back-off's base (10 s); tests shorten it
-    job_backoff = float(os.environ.get("KYB_JOB_BACKOFF_BASE_SECONDS") or 10.0)
-    job_ctl = JobController(client, jobs=jobs_informer, backoff_base=job_backoff)
-    cronjob_ctl = CronJobController(client, jobs=jobs_informer)
-    ttl_ctl = TTLAfterFinishedController(client, jobs=jobs_informer)
-    for start_controller in (job_ctl.start, cronjob_ctl.start, ttl_ctl.start):
-        await start_controller()
-    jobs_informer.start()
-    stoppers += [jobs_informer.stop, job_ctl.stop, cronjob_ctl.stop, ttl_ctl.stop]
-    # Endpoints, EndpointSlices and PodDisruptionBudget status: one pod and one Service
-    # informer shared by the three
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.endpointslice")
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.disruption")
-    from kybernetes.controllers.disruption import DisruptionController
-    from kybernetes.controllers.endpoints import EndpointsController
-    from kybernetes.controllers.endpointslice import EndpointSliceController
-
-    ep_pods = Informer(client, "v1", "pods")
-    ep_services = Informer(client, "v1", "services")
-    endpoints_ctl = EndpointsController(client, pods=ep_pods, services=ep_services)
-    slices_ctl = EndpointSliceController(client, pods=ep_pods, services=ep_services)
-    disruption_ctl = DisruptionController(client, pods=ep_pods)
-    for start_controller in (endpoints_ctl.start, slices_ctl.start, disruption_ctl.start):
-        await start_controller()
-    ep_pods.start()
-    ep_services.start()
-    stoppers += [ep_pods.stop, ep_services.stop, endpoints_ctl.stop, slices_ctl.stop,
-                 disruption_ctl.stop]
-    # node lifecycle and taint eviction: silent nodes go Unknown and tainted, pods evicted
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.nodelifecycle")
-    from kybernetes.controllers.nodelifecycle import NodeLifecycleController
-
-    node_lifecycle = NodeLifecycleController(client, grace_period=node_monitor_grace_period,
-                                             pods=replicasets.pods)
-    await node_lifecycle.start()
-    stoppers.append(node_lifecycle.stop)
-    # ResourceQuota status: hard and used, released as objects go (shares the pod informer)
-    await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.resourcequota")
-    from kybernetes.controllers.resourcequota import ResourceQuotaController
-
-    quota_ctl = ResourceQuotaController(client, pods=replicasets.pods)
-    await quota_ctl.start()
-    stoppers.append(quota_ctl.stop)
+        await load_controllers()
+        stoppers.append(await start_elected_controllers(
+            client, election or LeaderElectionOptions(),
+            identity=server_identity(cp.data_dir),
+            controller_options=controller_options or ControllerOptions(), campaign_again=True))
     if agent is not None:
         await asyncio.to_thread(importlib.import_module, "kybernetes.kubelet.agent")
         try:

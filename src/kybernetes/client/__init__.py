@@ -9,6 +9,7 @@ from kybernetes.client.informer import (
     object_key,
 )
 from kybernetes.client.kubeconfig import Config, KubeconfigError, load_kubeconfig
+from kybernetes.client.leaderelection import LeaderElector
 from kybernetes.client.rest import Client, Object, WatchEvent, resource_path
 from kybernetes.client.workqueue import Result, ShutDown, TerminalError, WorkQueue, run_workers
 
@@ -20,6 +21,7 @@ __all__ = [
     "Informer",
     "InformerFactory",
     "KubeconfigError",
+    "LeaderElector",
     "Object",
     "Result",
     "ShutDown",
