@@ -419,8 +419,9 @@ async def test_indexes_follow_changes(server: FakeServer, client: Client,
     assert inf.by_index("app", "nothing") == []
     with pytest.raises(KeyError):
         inf.by_index("missing", "x")
+    inf.add_index("app", by_app)  # the same index again (a shared informer's users): no-op
     with pytest.raises(ValueError):
-        inf.add_index("app", by_app)
+        inf.add_index("app", lambda o: [])  # another function under the same name
     await inf.stop()
 
 
@@ -466,3 +467,25 @@ async def test_factory_shares_informers(server: FakeServer, client: Client,
     assert [i.has_synced for i in factory.informers()] == [True, True, True]
     await factory.stop()
     assert not any(i.running for i in factory.informers())
+
+
+async def test_shared_informer_is_one_per_client_and_stops_with_its_last_user() -> None:
+    from kybernetes.client import Client, shared_informer
+    from kybernetes.client.kubeconfig import Config
+
+    a = Client(Config(server="https://127.0.0.1:1", token="t"))
+    b = Client(Config(server="https://127.0.0.1:1", token="t"))
+    try:
+        pods = shared_informer(a, "v1", "pods")
+        assert shared_informer(a, "v1", "pods") is pods
+        assert shared_informer(b, "v1", "pods") is not pods
+        assert shared_informer(a, "v1", "pods", field_selector="spec.nodeName=n") is not pods
+        pods.start()
+        pods.start()  # a second user
+        await pods.stop()
+        assert pods.running  # the other user still has it
+        await pods.stop()
+        assert not pods.running
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -7,6 +7,7 @@ from kybernetes.client.informer import (
     InformerFactory,
     namespace_index,
     object_key,
+    shared_informer,
 )
 from kybernetes.client.kubeconfig import Config, KubeconfigError, load_kubeconfig
 from kybernetes.client.leaderelection import LeaderElector
@@ -33,4 +34,5 @@ __all__ = [
     "object_key",
     "resource_path",
     "run_workers",
+    "shared_informer",
 ]

@@ -25,6 +25,7 @@ import builtins
 import contextlib
 import logging
 import random
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,10 @@ class Informer:
         self._synced = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.shared = False
+        """Handed out by :func:`shared_informer`: each ``start`` is then one more user,
+        each ``stop`` one fewer, and it stops with its last user."""
+        self._users = 0
 
     def __repr__(self) -> str:
         where = f" in {self.namespace}" if self.namespace else ""
@@ -167,6 +172,8 @@ class Informer:
     def add_index(self, name: str, fn: IndexFunc) -> None:
         """Index cached objects by ``fn(obj)`` (a list of values) under ``name``."""
         if name in self._index_funcs:
+            if self._index_funcs[name] is fn:
+                return  # the same index, asked for again (by another user of a shared one)
             raise ValueError(f"index {name!r} already exists on {self!r}")
         self._index_funcs[name] = fn
         self._indices[name] = {}
@@ -291,6 +298,7 @@ class Informer:
 
     def start(self) -> asyncio.Task[None]:
         """Start listing and watching in a named background task (idempotent)."""
+        self._users += 1
         if self._task is None or self._task.done():
             self._stopped.clear()
             name = f"informer:{self.api_version}/{self.plural}"
@@ -300,7 +308,11 @@ class Informer:
         return self._task
 
     async def stop(self) -> None:
-        """Cancel the background task and wait until it has ended."""
+        """Cancel the background task and wait until it has ended (a shared informer: once
+        every user has stopped it)."""
+        self._users = max(0, self._users - 1)
+        if self.shared and self._users > 0:
+            return
         task, self._task = self._task, None
         self._stopped.set()
         await cancel_and_wait(task)
@@ -366,6 +378,32 @@ class Informer:
                 self._apply(type_, obj)
                 progressed = True
         return progressed or self._clock.monotonic() - started >= _HEALTHY_WATCH_S
+
+
+_SHARED: weakref.WeakKeyDictionary[Client, dict[tuple[str, ...], Informer]] = \
+    weakref.WeakKeyDictionary()
+
+
+def shared_informer(client: Client, api_version: str, plural: str, *,
+                    namespace: str | None = None, label_selector: str | None = None,
+                    field_selector: str | None = None) -> Informer:
+    """The one informer of ``client``'s process for these arguments, so that components
+    sharing a client (scheduler, controllers, fake nodes in ``kyb server``) cache and decode
+    each object once. Each user calls ``start()`` and ``stop()`` as for its own informer;
+    handlers and indexes add up (an index of the same name must be the same function)."""
+    try:
+        registry = _SHARED.setdefault(client, {})
+    except TypeError:  # a stand-in client (tests) that cannot be shared
+        return Informer(client, api_version, plural, namespace=namespace,
+                        label_selector=label_selector, field_selector=field_selector)
+    key = (api_version, plural, namespace or "", label_selector or "", field_selector or "")
+    inf = registry.get(key)
+    if inf is None:
+        inf = registry[key] = Informer(client, api_version, plural, namespace=namespace,
+                                       label_selector=label_selector,
+                                       field_selector=field_selector)
+        inf.shared = True
+    return inf
 
 
 class InformerFactory:

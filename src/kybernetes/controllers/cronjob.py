@@ -30,7 +30,7 @@ from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import controller_of, object_key, parse_time, rfc3339
-from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers
+from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers, shared_informer
 from kybernetes.client.events import EventRecorder
 from kybernetes.controllers.cron import Schedule, ScheduleError, location, parse_schedule
 from kybernetes.controllers.jobpolicy import condition_true
@@ -181,8 +181,8 @@ class CronJobController:
         self.client = client
         self.workers = workers
         self.clock = clock
-        self.jobs = jobs or Informer(client, "batch/v1", "jobs")
-        self.cronjobs = cronjobs or Informer(client, "batch/v1", "cronjobs")
+        self.jobs = jobs or shared_informer(client, "batch/v1", "jobs")
+        self.cronjobs = cronjobs or shared_informer(client, "batch/v1", "cronjobs")
         self._own = [inf for inf, given in ((self.jobs, jobs), (self.cronjobs, cronjobs))
                      if given is None]
         self.jobs.add_index(CRONJOB_INDEX, cronjob_index)

@@ -34,6 +34,7 @@ from kybernetes.client import (
     WorkQueue,
     object_key,
     run_workers,
+    shared_informer,
 )
 from kybernetes.client.events import EventRecorder
 from kybernetes.controllers import history, podutil
@@ -288,10 +289,10 @@ class DaemonSetController:
         self.client = client
         self.workers = workers
         self.clock = clock
-        self.pods = pods or Informer(client, "v1", "pods")
-        self.nodes = Informer(client, "v1", "nodes")
+        self.pods = pods or shared_informer(client, "v1", "pods")
+        self.nodes = shared_informer(client, "v1", "nodes")
         self.sets = Informer(client, API_VERSION, "daemonsets")
-        self.revisions = Informer(client, API_VERSION, history.PLURAL)
+        self.revisions = shared_informer(client, API_VERSION, history.PLURAL)
         self._own = [self.sets, self.nodes, self.revisions] + \
             ([self.pods] if pods is None else [])
         self.queue: WorkQueue[str] = WorkQueue(name="daemonset")

@@ -41,6 +41,7 @@ from kybernetes.client import (
     namespace_index,
     object_key,
     run_workers,
+    shared_informer,
 )
 from kybernetes.client.events import EventRecorder
 from kybernetes.controllers import revisions, rollout, rolloutstatus
@@ -73,8 +74,8 @@ class DeploymentController:
         self.workers = workers
         self.clock = clock
         self.deployments = Informer(client, API_VERSION, "deployments")
-        self.replicasets = replicasets or Informer(client, API_VERSION, "replicasets")
-        self.pods = pods or Informer(client, "v1", "pods")
+        self.replicasets = replicasets or shared_informer(client, API_VERSION, "replicasets")
+        self.pods = pods or shared_informer(client, "v1", "pods")
         self._own = [self.deployments] + [
             inf for inf, given in ((self.replicasets, replicasets), (self.pods, pods))
             if given is None]

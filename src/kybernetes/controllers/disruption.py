@@ -39,6 +39,7 @@ from kybernetes.client import (
     namespace_index,
     object_key,
     run_workers,
+    shared_informer,
 )
 from kybernetes.client.events import EventRecorder
 from kybernetes.controllers import podutil
@@ -223,11 +224,11 @@ class DisruptionController:
         self.client = client
         self.workers = workers
         self.clock = clock
-        self.pods = pods or Informer(client, "v1", "pods")
+        self.pods = pods or shared_informer(client, "v1", "pods")
         self.pdbs = Informer(client, API_VERSION, "poddisruptionbudgets")
-        self.replicasets = Informer(client, "apps/v1", "replicasets")
-        self.deployments = Informer(client, "apps/v1", "deployments")
-        self.statefulsets = Informer(client, "apps/v1", "statefulsets")
+        self.replicasets = shared_informer(client, "apps/v1", "replicasets")
+        self.deployments = shared_informer(client, "apps/v1", "deployments")
+        self.statefulsets = shared_informer(client, "apps/v1", "statefulsets")
         self._own = [self.pdbs, self.replicasets, self.deployments, self.statefulsets]
         if pods is None:
             self._own.append(self.pods)

@@ -30,6 +30,7 @@ from kybernetes.client import (
     namespace_index,
     object_key,
     run_workers,
+    shared_informer,
 )
 from kybernetes.controllers import endpointutil as eu
 from kybernetes.controllers import podutil
@@ -119,9 +120,9 @@ class EndpointsController:
                  services: Informer | None = None) -> None:
         self.client = client
         self.workers = workers
-        self.pods = pods or Informer(client, "v1", "pods")
-        self.services = services or Informer(client, "v1", "services")
-        self.endpoints = Informer(client, "v1", "endpoints")
+        self.pods = pods or shared_informer(client, "v1", "pods")
+        self.services = services or shared_informer(client, "v1", "services")
+        self.endpoints = shared_informer(client, "v1", "endpoints")
         self._own = [inf for inf, given in ((self.pods, pods), (self.services, services))
                      if given is None] + [self.endpoints]
         self.queue: WorkQueue[str] = WorkQueue(name="endpoints")

@@ -37,6 +37,7 @@ from kybernetes.client import (
     namespace_index,
     object_key,
     run_workers,
+    shared_informer,
 )
 from kybernetes.controllers import endpointutil as eu
 from kybernetes.controllers import podutil
@@ -234,9 +235,9 @@ class EndpointSliceController:
         self.client = client
         self.workers = workers
         self.clock = clock
-        self.pods = pods or Informer(client, "v1", "pods")
-        self.services = services or Informer(client, "v1", "services")
-        self.nodes = nodes or Informer(client, "v1", "nodes")
+        self.pods = pods or shared_informer(client, "v1", "pods")
+        self.services = services or shared_informer(client, "v1", "services")
+        self.nodes = nodes or shared_informer(client, "v1", "nodes")
         self.slices = Informer(client, API_VERSION, "endpointslices")
         self._own = [inf for inf, given in ((self.pods, pods), (self.services, services),
                                             (self.nodes, nodes)) if given is None]

@@ -36,7 +36,7 @@ from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import controller_of, object_key, rfc3339
-from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers
+from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers, shared_informer
 from kybernetes.client.events import EventRecorder
 from kybernetes.controllers.jobexpectations import PodExpectations
 from kybernetes.controllers.jobpods import (
@@ -135,8 +135,8 @@ class JobController:
         self.clock = clock
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.jobs = jobs or Informer(client, "batch/v1", "jobs")
-        self.pods = pods or Informer(client, "v1", "pods")
+        self.jobs = jobs or shared_informer(client, "batch/v1", "jobs")
+        self.pods = pods or shared_informer(client, "v1", "pods")
         self._own = [inf for inf, given in ((self.jobs, jobs), (self.pods, pods))
                      if given is None]
         self.pods.add_index(JOB_INDEX, job_uid_index)

@@ -19,7 +19,7 @@ import importlib
 import os
 from collections.abc import Awaitable, Callable
 
-from kybernetes.client import Client, Informer
+from kybernetes.client import Client, shared_informer
 
 Stopper = Callable[[], Awaitable[None]]
 
@@ -85,7 +85,7 @@ async def start_controllers(client: Client, *, node_monitor_grace_period: float 
     from kybernetes.controllers.job import JobController
     from kybernetes.controllers.ttlafterfinished import TTLAfterFinishedController
 
-    jobs_informer = Informer(client, "batch/v1", "jobs")
+    jobs_informer = shared_informer(client, "batch/v1", "jobs")
     # the pod failure back-off's base (10 s); tests shorten it
     job_backoff = float(os.environ.get("KYB_JOB_BACKOFF_BASE_SECONDS") or 10.0)
     job_ctl = JobController(client, jobs=jobs_informer, backoff_base=job_backoff)
@@ -102,8 +102,8 @@ async def start_controllers(client: Client, *, node_monitor_grace_period: float 
     from kybernetes.controllers.endpoints import EndpointsController
     from kybernetes.controllers.endpointslice import EndpointSliceController
 
-    ep_pods = Informer(client, "v1", "pods")
-    ep_services = Informer(client, "v1", "services")
+    ep_pods = shared_informer(client, "v1", "pods")
+    ep_services = shared_informer(client, "v1", "services")
     endpoints_ctl = EndpointsController(client, pods=ep_pods, services=ep_services)
     slices_ctl = EndpointSliceController(client, pods=ep_pods, services=ep_services)
     disruption_ctl = DisruptionController(client, pods=ep_pods)

@@ -16,7 +16,7 @@ from typing import Any
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339
-from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers
+from kybernetes.client import Client, Result, WorkQueue, run_workers, shared_informer
 from kybernetes.client.discovery import discover
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class NamespaceController:
     def __init__(self, client: Client, *, workers: int = 2) -> None:
         self.client = client
         self.workers = workers
-        self.informer = Informer(client, "v1", "namespaces")
+        self.informer = shared_informer(client, "v1", "namespaces")
         self.queue: WorkQueue[str] = WorkQueue()
         self._tasks: list[asyncio.Task[Any]] = []
 

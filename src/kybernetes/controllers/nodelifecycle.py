@@ -26,7 +26,7 @@ from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339
-from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers
+from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers, shared_informer
 from kybernetes.client.events import EventRecorder
 from kybernetes.controllers.replicaset import ensure_index
 from kybernetes.controllers.tainteviction import (
@@ -114,10 +114,10 @@ class NodeLifecycleController:
         self.startup_grace_period = startup_grace_period
         self.workers = workers
         self.clock = clock
-        self.nodes = Informer(client, "v1", "nodes")
+        self.nodes = shared_informer(client, "v1", "nodes")
         self.leases = Informer(client, "coordination.k8s.io/v1", "leases",
                                namespace=LEASE_NAMESPACE)
-        self.pods = pods or Informer(client, "v1", "pods")
+        self.pods = pods or shared_informer(client, "v1", "pods")
         self._own_pods = pods is None
         self.queue: WorkQueue[str] = WorkQueue(clock=clock, name="node-lifecycle")
         self.recorder = EventRecorder(client, COMPONENT)

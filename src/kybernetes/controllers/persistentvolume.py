@@ -25,7 +25,7 @@ from typing import Any
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api import storage
 from kybernetes.api.errors import StatusError
-from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers
+from kybernetes.client import Client, Result, WorkQueue, run_workers, shared_informer
 from kybernetes.client.events import EventRecorder
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,11 @@ class PersistentVolumeController:
     def __init__(self, client: Client, *, workers: int = 2) -> None:
         self.client = client
         self.workers = workers
-        self.claims = Informer(client, "v1", "persistentvolumeclaims")
-        self.volumes = Informer(client, "v1", "persistentvolumes")
-        self.pods = Informer(client, "v1", "pods")
-        self.classes = Informer(client, "storage.k8s.io/v1", "storageclasses")
-        self.nodes = Informer(client, "v1", "nodes")
+        self.claims = shared_informer(client, "v1", "persistentvolumeclaims")
+        self.volumes = shared_informer(client, "v1", "persistentvolumes")
+        self.pods = shared_informer(client, "v1", "pods")
+        self.classes = shared_informer(client, "storage.k8s.io/v1", "storageclasses")
+        self.nodes = shared_informer(client, "v1", "nodes")
         self.queue: WorkQueue[str] = WorkQueue()
         self.events = EventRecorder(client, COMPONENT)
         self._tasks: list[asyncio.Task[Any]] = []

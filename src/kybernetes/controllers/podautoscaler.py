@@ -46,6 +46,7 @@ from kybernetes.client import (
     WorkQueue,
     namespace_index,
     run_workers,
+    shared_informer,
 )
 from kybernetes.client.discovery import discover
 from kybernetes.client.events import EventRecorder
@@ -227,7 +228,7 @@ class PodAutoscalerController:
         self.workers = workers
         self.sync_period = sync_period
         self.hpas = Informer(client, API, PLURAL)
-        self.pods = pods or Informer(client, "v1", "pods")
+        self.pods = pods or shared_informer(client, "v1", "pods")
         self._own_pods = pods is None
         self.queue: WorkQueue[str] = WorkQueue(clock=clock, name="horizontal-pod-autoscaler")
         self.calc = Calculator(tolerance=tolerance,

@@ -33,6 +33,7 @@ from kybernetes.client import (
     namespace_index,
     object_key,
     run_workers,
+    shared_informer,
 )
 from kybernetes.client.events import EventRecorder
 from kybernetes.controllers import podutil
@@ -145,8 +146,8 @@ class ReplicaSetController:
         self.client = client
         self.workers = workers
         self.clock = clock
-        self.pods = pods or Informer(client, "v1", "pods")
-        self.replicasets = replicasets or Informer(client, API_VERSION, "replicasets")
+        self.pods = pods or shared_informer(client, "v1", "pods")
+        self.replicasets = replicasets or shared_informer(client, API_VERSION, "replicasets")
         self._own = [inf for inf, given in ((self.pods, pods), (self.replicasets, replicasets))
                      if given is None]
         self.queue: WorkQueue[str] = WorkQueue(name="replicaset")

@@ -28,6 +28,7 @@ from kybernetes.client import (
     namespace_index,
     object_key,
     run_workers,
+    shared_informer,
 )
 from kybernetes.controllers.replicaset import ensure_index
 
@@ -55,8 +56,8 @@ class ResourceQuotaController:
                  pods: Informer | None = None) -> None:
         self.client = client
         self.workers = workers
-        self.pods = pods or Informer(client, "v1", "pods")
-        self.quotas = Informer(client, "v1", "resourcequotas")
+        self.pods = pods or shared_informer(client, "v1", "pods")
+        self.quotas = shared_informer(client, "v1", "resourcequotas")
         self.others: dict[str, Informer] = {}
         """Caches of the kinds some quota limits, started when first needed (a ConfigMap
         cache costs every ConfigMap write a decode: only pay for it when it counts)."""
@@ -104,7 +105,7 @@ class ResourceQuotaController:
     async def _cache(self, plural: str) -> Informer:
         inf = self.others.get(plural)
         if inf is None:
-            inf = self.others[plural] = Informer(self.client, "v1", plural)
+            inf = self.others[plural] = shared_informer(self.client, "v1", plural)
             ensure_index(inf, NAMESPACE_INDEX, namespace_index)
             inf.add_handler(on_delete=self._namespace_changed)
             self._own.append(inf)

@@ -41,6 +41,7 @@ from kybernetes.client import (
     namespace_index,
     object_key,
     run_workers,
+    shared_informer,
 )
 from kybernetes.client.events import EventRecorder
 from kybernetes.controllers import history, podutil
@@ -272,9 +273,9 @@ class StatefulSetController:
         self.client = client
         self.workers = workers
         self.clock = clock
-        self.pods = pods or Informer(client, "v1", "pods")
+        self.pods = pods or shared_informer(client, "v1", "pods")
         self.sets = Informer(client, API_VERSION, "statefulsets")
-        self.revisions = Informer(client, API_VERSION, history.PLURAL)
+        self.revisions = shared_informer(client, API_VERSION, history.PLURAL)
         self._own = [self.sets, self.revisions] + ([self.pods] if pods is None else [])
         self.queue: WorkQueue[str] = WorkQueue(name="statefulset")
         self.events = EventRecorder(client, COMPONENT)

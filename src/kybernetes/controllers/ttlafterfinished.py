@@ -18,7 +18,7 @@ from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import object_key, parse_time
-from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers
+from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers, shared_informer
 from kybernetes.controllers.jobpolicy import find_condition, is_finished
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class TTLAfterFinishedController:
         self.client = client
         self.workers = workers
         self.clock = clock
-        self.jobs = jobs or Informer(client, "batch/v1", "jobs")
+        self.jobs = jobs or shared_informer(client, "batch/v1", "jobs")
         self._own = jobs is None
         self.queue: WorkQueue[str] = WorkQueue(clock=clock, name="ttl-after-finished")
         self._tasks: list[asyncio.Task[Any]] = []

@@ -47,7 +47,7 @@ from kybernetes.api.validation.common import (
     is_label_value,
     is_qualified_name,
 )
-from kybernetes.client import Client, Informer, WorkQueue, object_key, run_workers
+from kybernetes.client import Client, Informer, WorkQueue, object_key, run_workers, shared_informer
 from kybernetes.kubelet.node import MAX_PODS, conditions, parse_taints
 
 log = logging.getLogger(__name__)
@@ -515,7 +515,8 @@ class FakeNodes:
                       for i, n in enumerate(nodes)}
         self.registered = asyncio.Event()
         """Set once every node has been registered (or has failed to)."""
-        self.pods = Informer(client, "v1", "pods", clock=clock)
+        self.pods = shared_informer(client, "v1", "pods") if clock is SYSTEM_CLOCK \
+            else Informer(client, "v1", "pods", clock=clock)
         self.pods.add_handler(on_add=self._on_pod, on_update=lambda _, p: self._on_pod(p),
                               on_delete=self._on_pod_deleted)
         self.queue: WorkQueue[str] = WorkQueue(clock=clock, name="fake-nodes")

@@ -21,7 +21,7 @@ from typing import Any
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339
-from kybernetes.client import Client, Informer
+from kybernetes.client import Client, Informer, shared_informer
 from kybernetes.client.events import EventRecorder
 from kybernetes.kubelet import env as envmod
 from kybernetes.kubelet import images as imagesmod
@@ -761,7 +761,7 @@ class PodManager:
         self.workers: dict[str, PodWorker] = {}
         self.sandbox_slots = asyncio.Semaphore(SANDBOX_CONCURRENCY)
         self.pods = Informer(client, "v1", "pods", field_selector=f"spec.nodeName={node_name}")
-        self.services = Informer(client, "v1", "services")
+        self.services = shared_informer(client, "v1", "services")
         self._cache: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
         self.recorder = EventRecorder(client, "kubelet", host=node_name)
         self._tokens: dict[tuple[str, str, str, int], tuple[str, float]] = {}
@@ -1016,15 +1016,30 @@ def _containers_on_disk(runtime: ContainerRuntime, uid: str) -> list[str]:
     return [p.name for p in base.iterdir()] if base.exists() else []
 
 
+_WRITTEN: dict[str, tuple[str, int]] = {}
+"""File -> (the text last written there, its inode): the periodic resync skips reading
+back what it wrote, unless the file was replaced since."""
+
+
 def _write_if_changed(path: Path, text: str) -> None:
+    key = str(path)
+    last = _WRITTEN.get(key)
+    if last is not None and last[0] == text:
+        with contextlib.suppress(OSError):
+            if os.stat(key).st_ino == last[1]:
+                return
     try:
         if path.read_text() == text:
+            _WRITTEN[key] = (text, os.stat(key).st_ino)
             return
     except OSError:
         pass
+    if len(_WRITTEN) >= 8192:
+        _WRITTEN.clear()
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+    _WRITTEN[key] = (text, os.stat(key).st_ino)
 
 
 def _epoch(stamp: str) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api import storage
 from kybernetes.api.errors import StatusError
-from kybernetes.client import Client, Informer, Result, WorkQueue, run_workers
+from kybernetes.client import Client, Result, WorkQueue, run_workers, shared_informer
 from kybernetes.client.events import EventRecorder
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ class LocalPathProvisioner:
         self.client = client
         self.node_name = node_name
         self.root = root
-        self.claims = Informer(client, "v1", "persistentvolumeclaims")
-        self.volumes = Informer(client, "v1", "persistentvolumes")
+        self.claims = shared_informer(client, "v1", "persistentvolumeclaims")
+        self.volumes = shared_informer(client, "v1", "persistentvolumes")
         self.queue: WorkQueue[str] = WorkQueue()
         self.events = EventRecorder(client, f"{storage.LOCAL_PATH}_{node_name}",
                                     host=node_name)

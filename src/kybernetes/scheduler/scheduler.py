@@ -27,7 +27,7 @@ from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
 from kybernetes.aio.tasks import cancel_all, cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339
-from kybernetes.client import Client, Informer
+from kybernetes.client import Client, Informer, shared_informer
 from kybernetes.client.events import EventRecorder
 from kybernetes.scheduler import batch, metrics
 from kybernetes.scheduler import config as configuration
@@ -159,11 +159,11 @@ class Scheduler:
                                      max_backoff=cfg.pod_max_backoff_seconds)
         self.cache.nominator = self.queue.nominator
         self.recorder = EventRecorder(client, "default-scheduler")
-        self.pods = Informer(client, "v1", "pods")
-        self.nodes = Informer(client, "v1", "nodes")
-        self.namespaces = Informer(client, "v1", "namespaces")
+        self.pods = shared_informer(client, "v1", "pods")
+        self.nodes = shared_informer(client, "v1", "nodes")
+        self.namespaces = shared_informer(client, "v1", "namespaces")
         self.extra: dict[str, Informer] = {
-            name: Informer(client, av, plural) for name, (av, plural) in OBJECT_RESOURCES.items()}
+            name: shared_informer(client, av, plural) for name, (av, plural) in OBJECT_RESOURCES.items()}
         self._next_start = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
