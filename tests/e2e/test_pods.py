@@ -230,9 +230,10 @@ def test_restart_adopts_running_pods(fresh_cluster: Cluster) -> None:
 
 def test_exec_runs_in_the_container(cluster: Cluster, namespace: str) -> None:
     """kubectl exec: output, stderr, stdin and the exit code, inside the pod's namespaces."""
-    apply(cluster, namespace, shell_pod(cluster, "box", "sleep 3600"))
-    wait_for("Running", lambda: (p := pod(cluster, namespace, "box")) and
-             p["status"].get("phase") == "Running")
+    apply(cluster, namespace, shell_pod(cluster, "box", "sleep 3600", readinessProbe={
+        "exec": {"command": ["sh", "-c", "cat /proc/self/cgroup > /tmp/probe-cgroup"]},
+        "periodSeconds": 1}))
+    wait_for("Ready", lambda: (p := pod(cluster, namespace, "box")) and ready(p))
     out = cluster.kubectl("exec", "box", "-n", namespace, "--", "sh", "-c",
                           "echo out; echo err >&2; hostname; cat /etc/hostname")
     assert out.stdout == "out\nbox\nbox\n" and out.stderr == "err\n"
@@ -254,6 +255,11 @@ def test_exec_runs_in_the_container(cluster: Cluster, namespace: str) -> None:
             if line.split(":")[1] == ("memory" if "memory" in groups.stdout else "")]
     assert ours and all(line.endswith(f"/kybernetes/pod{uid}/main") for line in ours), \
         groups.stdout
+    # and so do exec probes
+    probed = cluster.kubectl("exec", "box", "-n", namespace, "--", "cat", "/tmp/probe-cgroup")
+    assert any(line.endswith(f"/kybernetes/pod{uid}/main") for line in probed.stdout.splitlines()
+               if line.split(":")[1] == ("memory" if "memory" in probed.stdout else "")), \
+        probed.stdout
 
 
 

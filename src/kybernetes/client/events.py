@@ -3,14 +3,20 @@
 The same event (object, type, reason, message) repeated within ten minutes updates the
 first one's ``count`` and ``lastTimestamp`` instead of adding another, as client-go's
 recorder aggregates them; ``kubectl describe`` then shows ``(x3 over 2m)``.
+
+:meth:`EventRecorder.post` sends in the background, in order, as client-go's broadcaster
+does: a component's work never waits for its events (the node agent starts pods faster).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
 
+from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339
 from kybernetes.client.rest import Client
@@ -20,6 +26,8 @@ Obj = dict[str, Any]
 
 REPEAT_WINDOW = 600.0
 _MAX_REMEMBERED = 4096
+QUEUE_LIMIT = 1000
+"""Events waiting to be sent beyond this are dropped (client-go's broadcaster: 1000)."""
 
 
 class EventRecorder:
@@ -29,6 +37,39 @@ class EventRecorder:
         self.host = host
         self._seen: dict[tuple[str, ...], tuple[float, str, str, int]] = {}
         """key -> (first seen, event namespace, event name, count)."""
+        self._queue: asyncio.Queue[tuple[Obj, str, str, str, str]] | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    def post(self, obj: Obj, typ: str, reason: str, message: str, *,
+             field_path: str = "") -> None:
+        """:meth:`emit` in the background (in order; dropped if too many are waiting)."""
+        if self._queue is None:
+            self._queue = asyncio.Queue(QUEUE_LIMIT)
+            self._sender = spawn(self._send(self._queue), name=f"events:{self.component}")
+        try:
+            self._queue.put_nowait((obj, typ, reason, message, field_path))
+        except asyncio.QueueFull:
+            log.warning("dropping event %s for %s: %d waiting", reason,
+                        (obj.get("metadata") or {}).get("name"), QUEUE_LIMIT)
+
+    async def _send(self, queue: asyncio.Queue[tuple[Obj, str, str, str, str]]) -> None:
+        while True:
+            obj, typ, reason, message, field_path = await queue.get()
+            try:
+                await self.emit(obj, typ, reason, message, field_path=field_path)
+            except Exception as e:  # the API server is away: the event is lost, as upstream
+                log.debug("event %s not sent: %s", reason, e)
+            finally:
+                queue.task_done()
+
+    async def aclose(self, timeout: float = 2.0) -> None:
+        """Send what :meth:`post` queued (for at most ``timeout`` seconds), then stop."""
+        if self._queue is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._queue.join()
+        await cancel_and_wait(self._sender)
+        self._queue = self._sender = None
 
     async def emit(self, obj: Obj, typ: str, reason: str, message: str, *,
                    field_path: str = "") -> None:

@@ -451,7 +451,8 @@ class PodWorker:
         pids = run.pids()
         ok, msg = await run_hook(handler, c, pod_ip=self.pod_ip,
                                  container_pid=pids[1] if pids else None,
-                                 env=self.state(c["name"]).env, timeout=timeout)
+                                 env=self.state(c["name"]).env, timeout=timeout,
+                                 cgroups=run.spec_values("cgroup"))
         if ok:
             return None
         label = "PostStartHook" if kind == "postStart" else "PreStopHook"
@@ -498,7 +499,7 @@ class PodWorker:
                 pids = run.pids()
                 ok, msg = await run_probe(c[kind], c, pod_ip=self.pod_ip,
                                           container_pid=pids[1] if pids else None,
-                                          env=st.env)
+                                          env=st.env, cgroups=run.spec_values("cgroup"))
                 ps.schedule(time.monotonic())
                 decision = ps.record(ok, msg)
                 label = {"startupProbe": "Startup", "livenessProbe": "Liveness",
@@ -877,8 +878,8 @@ class PodManager:
 
     async def event(self, pod: Obj, reason: str, message: str, *, typ: str = "Normal",
                     field_path: str = "") -> None:
-        await self.recorder.emit({**pod, "kind": "Pod", "apiVersion": "v1"}, typ, reason,
-                                 message, field_path=field_path)
+        self.recorder.post({**pod, "kind": "Pod", "apiVersion": "v1"}, typ, reason, message,
+                           field_path=field_path)
 
     # -- informer callbacks --------------------------------------------------------------
 
@@ -954,6 +955,7 @@ class PodManager:
         await self.pods.stop()
         await self.services.stop()
         await cancel_and_wait(*(w.task for w in list(self.workers.values())))
+        await self.recorder.aclose()
 
 
 def message_file(pod_dir: Path, container: str, number: int) -> Path:

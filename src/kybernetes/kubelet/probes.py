@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +66,8 @@ def _port(value: Any, container: Obj) -> int:
 
 
 async def run_probe(spec: Obj, container: Obj, *, pod_ip: str, container_pid: int | None,
-                    env: list[str] | None = None) -> tuple[bool, str]:
+                    env: list[str] | None = None, cgroups: Sequence[str] = ()
+                    ) -> tuple[bool, str]:
     """Run a probe once: (succeeded, message for the Unhealthy event when it did not)."""
     timeout = float(spec.get("timeoutSeconds") or 1)
     try:
@@ -82,7 +85,7 @@ async def run_probe(spec: Obj, container: Obj, *, pod_ip: str, container_pid: in
             return True, ""
         if "exec" in spec:
             return await _exec(spec["exec"].get("command") or [], container_pid, timeout,
-                               env or [])
+                               env or [], cgroups)
         if "grpc" in spec:
             from kybernetes.kubelet import grpcprobe
 
@@ -95,7 +98,8 @@ async def run_probe(spec: Obj, container: Obj, *, pod_ip: str, container_pid: in
 
 
 async def run_hook(handler: Obj, container: Obj, *, pod_ip: str, container_pid: int | None,
-                   env: list[str], timeout: float) -> tuple[bool, str]:
+                   env: list[str], timeout: float, cgroups: Sequence[str] = ()
+                   ) -> tuple[bool, str]:
     """Run a lifecycle hook (``exec``, ``httpGet`` or ``sleep``) once, within ``timeout``:
     (succeeded, why not)."""
     if "sleep" in handler:
@@ -104,7 +108,8 @@ async def run_hook(handler: Obj, container: Obj, *, pod_ip: str, container_pid: 
     if not any(k in handler for k in ("exec", "httpGet", "tcpSocket")):
         return False, "lifecycle hook has no handler"
     return await run_probe({**handler, "timeoutSeconds": max(timeout, 0.001)}, container,
-                           pod_ip=pod_ip, container_pid=container_pid, env=env)
+                           pod_ip=pod_ip, container_pid=container_pid, env=env,
+                           cgroups=cgroups)
 
 
 async def _http(get: Obj, container: Obj, pod_ip: str, timeout: float) -> tuple[bool, str]:
@@ -144,15 +149,15 @@ async def _http(get: Obj, container: Obj, pod_ip: str, timeout: float) -> tuple[
     return False, f"HTTP probe failed with statuscode: {code}"
 
 
-async def _exec(command: list[str], pid: int | None, timeout: float, env: list[str]
-                ) -> tuple[bool, str]:
+async def _exec(command: list[str], pid: int | None, timeout: float, env: list[str],
+                cgroups: Sequence[str] = ()) -> tuple[bool, str]:
     if not command:
         return False, "exec probe has no command"
     if pid is None:
         return False, "container is not running"
     proc = await asyncio.create_subprocess_exec(
         *nsenter_args(pid), "env", "-i", *env, *command, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+        stderr=asyncio.subprocess.STDOUT, preexec_fn=join_cgroups(cgroups) if cgroups else None)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -164,6 +169,17 @@ async def _exec(command: list[str], pid: int | None, timeout: float, env: list[s
         return True, ""
     return False, out.decode(errors="replace").strip() or \
         f"command {command!r} exited with {proc.returncode}"
+
+
+def join_cgroups(dirs: Sequence[str]) -> Callable[[], None]:
+    """A ``preexec_fn`` that moves the new process into ``dirs`` (a container's cgroups)
+    before it runs anything, so that nothing it starts escapes them (as ``runc exec``)."""
+    def join() -> None:
+        me = str(os.getpid())
+        for d in dirs:
+            with contextlib.suppress(OSError), open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(me)
+    return join
 
 
 def nsenter_args(pid: int) -> list[str]:

@@ -44,6 +44,15 @@ class Run:
         except (OSError, ValueError):
             return None
 
+    def spec_values(self, key: str) -> list[str]:
+        """The values of ``key`` lines in the run's spec file (``env``, ``cgroup``, ...)."""
+        try:
+            lines = (self.dir / "spec").read_text().splitlines()
+        except OSError:
+            return []
+        prefix = key + "\t"
+        return [shim.unescape(line[len(prefix):]) for line in lines if line.startswith(prefix)]
+
     def started_at(self) -> float:
         try:
             return (self.dir / "pid").stat().st_mtime

@@ -135,11 +135,7 @@ class AgentAPI:
             if run is None or pids is None or not run.running():
                 raise StatusError.bad_request(
                     f'container {container} is not running in pod {name}')
-            spec_lines = (run.dir / "spec").read_text().splitlines()
-            env = [_unescape(line.split("\t", 1)[1]) for line in spec_lines
-                   if line.startswith("env\t")]
-            cgroups = [_unescape(line.split("\t", 1)[1]) for line in spec_lines
-                       if line.startswith("cgroup\t")]
+            env, cgroups = run.spec_values("env"), run.spec_values("cgroup")
         except StatusError as e:
             if conn.transport is not None:
                 conn.transport.write(_error_bytes(e))
@@ -220,18 +216,6 @@ class AgentAPI:
         async for chunk in read_logs(run.log, opts, running=run.running):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
-
-
-def _unescape(value: str) -> str:
-    out, i = [], 0
-    while i < len(value):
-        if value[i] == "\\" and i + 1 < len(value):
-            out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(value[i + 1], value[i + 1]))
-            i += 2
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
 
 
 def _error_bytes(e: StatusError) -> bytes:

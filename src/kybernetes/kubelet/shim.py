@@ -46,6 +46,19 @@ def _esc(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
 
 
+def unescape(value: str) -> str:
+    """The inverse of the spec file's escaping of one field."""
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value):
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(value[i + 1], value[i + 1]))
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
 @dataclass
 class Spec:
     """What one container is: its program, namespaces, mounts and files."""

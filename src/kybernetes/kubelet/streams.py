@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from kybernetes.kubelet.probes import nsenter_args
+from kybernetes.kubelet.probes import join_cgroups, nsenter_args
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -118,17 +118,6 @@ def exit_status(code: int, command: list[str]) -> bytes:
                    f"{command}, exit code {code}",
         "reason": "NonZeroExitCode",
         "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}})
-
-
-def join_cgroups(dirs: Sequence[str]) -> Callable[[], None]:
-    """A ``preexec_fn`` that moves the new process into ``dirs`` before it runs anything,
-    so that nothing it starts escapes them."""
-    def join() -> None:
-        me = str(os.getpid())
-        for d in dirs:
-            with contextlib.suppress(OSError), open(os.path.join(d, "cgroup.procs"), "w") as f:
-                f.write(me)
-    return join
 
 
 async def exec_session(conn: Any, headers: dict[bytes, bytes], query: bytes, *,

@@ -1,0 +1,64 @@
+"""EventRecorder against the real API server in-process: aggregation of repeats, and
+post() sending in the background, in order, flushed by aclose()."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kybernetes.api.builtin import build_registry
+from kybernetes.apiserver.app import APIServer, User
+from kybernetes.apiserver.bootstrap import Bootstrap
+from kybernetes.apiserver.context import Context
+from kybernetes.client import Client, Config
+from kybernetes.client.events import EventRecorder
+from kybernetes.store.sqlite import SQLiteBackend
+
+POD: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "p", "namespace": "default", "uid": "u-1"}}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[Client]:
+    backend = SQLiteBackend.open(tmp_path / "s.db")
+    server = APIServer(Context(backend, build_registry()), tokens={"t": User("admin")})
+    await Bootstrap(server, ca_pem=b"", advertise_address="127.0.0.1", port=6443).run()
+    server.ready = True
+    transport = httpx.ASGITransport(app=server)  # type: ignore[arg-type]
+    try:
+        async with Client(Config(server="https://kyb", token="t"), transport=transport) as c:
+            yield c
+    finally:
+        await backend.close()
+
+
+async def _events(client: Client) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await client.list("v1", "events", namespace="default"))[
+        "items"]
+    return sorted(items, key=lambda e: e["metadata"]["name"])
+
+
+async def test_repeats_are_counted_on_the_first_event(client: Client) -> None:
+    rec = EventRecorder(client, "kubelet", host="n1")
+    for _ in range(3):
+        await rec.emit(POD, "Warning", "BackOff", "Back-off restarting failed container")
+    [ev] = await _events(client)
+    assert ev["count"] == 3 and ev["involvedObject"]["uid"] == "u-1"
+    assert ev["source"] == {"component": "kubelet", "host": "n1"}
+
+
+async def test_post_sends_in_order_in_the_background(client: Client) -> None:
+    rec = EventRecorder(client, "kubelet")
+    reasons = ["Pulled", "Created", "Started", "Killing"]
+    for r in reasons:
+        rec.post(POD, "Normal", r, f"{r} container main")
+    await rec.aclose()  # sends what is queued, then stops
+    events = await _events(client)
+    assert [e["reason"] for e in events] == reasons  # names sort by creation time
+    rec.post(POD, "Normal", "Pulled", "again")  # usable after aclose: starts a new sender
+    await rec.aclose()
+    assert len(await _events(client)) == 5
