@@ -3,37 +3,13 @@ post() sending in the background, in order, flushed by aclose()."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-
-from kybernetes.api.builtin import build_registry
-from kybernetes.apiserver.app import APIServer, User
-from kybernetes.apiserver.bootstrap import Bootstrap
-from kybernetes.apiserver.context import Context
-from kybernetes.client import Client, Config
+from kybernetes.client import Client
 from kybernetes.client.events import EventRecorder
-from kybernetes.store.sqlite import SQLiteBackend
 
 POD: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
                        "metadata": {"name": "p", "namespace": "default", "uid": "u-1"}}
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    backend = SQLiteBackend.open(tmp_path / "s.db")
-    server = APIServer(Context(backend, build_registry()), tokens={"t": User("admin")})
-    await Bootstrap(server, ca_pem=b"", advertise_address="127.0.0.1", port=6443).run()
-    server.ready = True
-    transport = httpx.ASGITransport(app=server)  # type: ignore[arg-type]
-    try:
-        async with Client(Config(server="https://kyb", token="t"), transport=transport) as c:
-            yield c
-    finally:
-        await backend.close()
 
 
 async def _events(client: Client) -> list[dict[str, Any]]:

@@ -4,48 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import pytest
+from tests.unit.conftest import transport
 
 from kybernetes.aio.clock import FakeClock
-from kybernetes.api.builtin import build_registry
-from kybernetes.apiserver.app import APIServer, User
-from kybernetes.apiserver.bootstrap import Bootstrap
-from kybernetes.apiserver.context import Context
+from kybernetes.apiserver.app import APIServer
 from kybernetes.cli.main import parse_duration
 from kybernetes.client import Client, Config
 from kybernetes.client.leaderelection import LeaderElector
-from kybernetes.store.sqlite import SQLiteBackend
 
 Obj = dict[str, Any]
 MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 LEASES = ("coordination.k8s.io/v1", "leases")
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[APIServer]:
-    backend = SQLiteBackend.open(tmp_path / "s.db")
-    server = APIServer(Context(backend, build_registry()), tokens={"t": User("admin")})
-    await Bootstrap(server, ca_pem=b"", advertise_address="127.0.0.1", port=6443).run()
-    server.ready = True
-    try:
-        yield server
-    finally:
-        await backend.close()
-
-
-def transport(api: APIServer) -> httpx.ASGITransport:
-    return httpx.ASGITransport(app=api)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def client(api: APIServer) -> AsyncIterator[Client]:
-    async with Client(Config(server="https://kyb", token="t"), transport=transport(api)) as c:
-        yield c
 
 
 @pytest.fixture
