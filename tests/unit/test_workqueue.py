@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from kybernetes.aio.clock import FakeClock
+from kybernetes.api.errors import StatusError
 from kybernetes.client import Result, ShutDown, TerminalError, WorkQueue, run_workers
 
 
@@ -247,6 +248,8 @@ def raises(exc: Exception) -> Outcome:
         pytest.param(lambda k: None, 0, 0, None, id="success-forgets"),
         pytest.param(lambda k: Result(), 0, 0, None, id="empty-result-forgets"),
         pytest.param(raises(RuntimeError("boom")), 1, 1, 0.005, id="error-rate-limited"),
+        pytest.param(raises(StatusError.conflict("pods", "p", "stale")), 1, 1, 0.005,
+                     id="conflict-rate-limited"),
         pytest.param(lambda k: Result(requeue=True), 1, 1, 0.005, id="requeue-rate-limited"),
         pytest.param(lambda k: Result(requeue_after=30.0), 0, 1, 30.0, id="requeue-after"),
         pytest.param(raises(TerminalError("bad spec")), 0, 0, None, id="terminal-error"),

@@ -34,6 +34,7 @@ from typing import Generic, TypeVar
 from kybernetes.aio.backoff import Backoff
 from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
 from kybernetes.aio.tasks import cancel_all, spawn
+from kybernetes.api.errors import StatusError
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,8 @@ async def run_workers(queue: WorkQueue[K], reconcile: Reconciler[K], *, workers:
                       name: str = "controller") -> None:
     """Run ``workers`` tasks feeding keys to ``reconcile`` until the queue shuts down.
 
-    As controller-runtime does: an exception → :meth:`WorkQueue.add_rate_limited`;
+    As controller-runtime does: an exception → :meth:`WorkQueue.add_rate_limited` (a 409
+    Conflict, a write from a stale cache, quietly);
     ``Result(requeue_after=s)`` → forget the back-off and requeue after ``s``;
     ``Result(requeue=True)`` → rate-limited requeue; otherwise → forget.
     Cancelling this coroutine cancels the workers.
@@ -251,6 +253,13 @@ async def _worker(queue: WorkQueue[K], reconcile: Reconciler[K], name: str) -> N
         except TerminalError as e:
             log.error("%s: %s: %s (not retrying)", name, key, e)
             queue.forget(key)
+        except StatusError as e:
+            if e.code == 409:  # written from a stale cache: look again once it caught up
+                log.debug("%s: %s: %s", name, key, e.message)
+            else:
+                log.exception("%s: reconciling %s failed (retry %d)", name, key,
+                              queue.num_requeues(key) + 1)
+            queue.add_rate_limited(key)
         except Exception:
             log.exception("%s: reconciling %s failed (retry %d)", name, key,
                           queue.num_requeues(key) + 1)

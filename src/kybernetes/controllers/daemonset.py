@@ -309,15 +309,6 @@ class DaemonSetController:
             self.queue.add(object_key(ds))
 
     async def reconcile(self, key: str) -> Result | None:
-        try:
-            return await self._reconcile(key)
-        except StatusError as e:
-            if e.code != 409:
-                raise
-            log.debug("daemonset %s: %s", key, e.message)
-            return Result(requeue=True)
-
-    async def _reconcile(self, key: str) -> Result | None:
         ds = self.sets.get(key)
         if ds is None or ds["metadata"].get("deletionTimestamp"):
             return None

@@ -232,15 +232,6 @@ class ReplicaSetController:
     # -- reconcile ---------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> Result | None:
-        try:
-            return await self._reconcile(key)
-        except StatusError as e:
-            if e.code != 409:
-                raise
-            log.debug("replicaset %s: %s", key, e.message)  # a stale cache: look again
-            return Result(requeue=True)
-
-    async def _reconcile(self, key: str) -> Result | None:
         rs = self.replicasets.get(key)
         if rs is None:
             self.expectations.delete(key)

@@ -309,15 +309,6 @@ class StatefulSetController:
     # -- reconcile ---------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> Result | None:
-        try:
-            return await self._reconcile(key)
-        except StatusError as e:
-            if e.code != 409:
-                raise
-            log.debug("statefulset %s: %s", key, e.message)
-            return Result(requeue=True)
-
-    async def _reconcile(self, key: str) -> Result | None:
         sts = self.sets.get(key)
         if sts is None or sts["metadata"].get("deletionTimestamp"):
             return None
