@@ -3,7 +3,8 @@
     python -m bench.pods [--pods 100]
 
 Measures created → Ready for one pod and for N pods created at once (busybox
-``sleep``, bound to the server's own node), then the server process's CPU use while the
+``sleep``, bound to the server's own node, once its pool of wired pod networks is full),
+then the server process's CPU use while the
 N pods run idle, its RSS, and the RSS of the per-container shims. Prints JSON.
 """
 
@@ -27,6 +28,7 @@ import orjson
 import psutil
 
 from bench.run import Server, free_port, report
+from kybernetes.kubelet.network import pooled_namespaces
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,6 +90,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=100)
     ap.add_argument("--idle-seconds", type=int, default=30)
+    ap.add_argument("--pool", type=int, default=110,
+                    help="--pod-network-pool of the server (110: its default)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -95,7 +99,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kyb-bench-pods-"))
     server = Server(tmp / "data", free_port())
     server.extra_args = ["--node-name", "bench-node", "--agent-port", str(free_port()),
-                         "--pod-cidr", "10.42.200.0/24"]
+                         "--pod-cidr", "10.42.200.0/24", "--pod-network-pool", str(args.pool)]
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "pods": args.pods}
     try:
         server.start()
@@ -106,6 +110,13 @@ def main() -> None:
             while c.get("/api/v1/nodes/bench-node").status_code != 200:
                 assert time.monotonic() < deadline, "the node did not register"
                 time.sleep(0.1)
+        # a node that has been up a few seconds: its pool of wired pod networks is full
+        t0 = time.monotonic()
+        while len(pooled_namespaces(tmp / "data" / "agent")) < args.pool:
+            assert time.monotonic() - t0 < 60, "the pod network pool did not fill"
+            time.sleep(0.2)
+        result["network_pool"] = args.pool
+        result["network_pool_fill_seconds"] = round(time.monotonic() - t0, 2)
         # the first pod also builds the shim: warm up, then measure one pod alone
         asyncio.run(start_pods(server, "bench", ["warmup"], "bench-node"))
         one = asyncio.run(start_pods(server, "bench", ["single"], "bench-node"))

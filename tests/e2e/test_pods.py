@@ -541,12 +541,13 @@ def test_log_rotation(tmp_path: Path) -> None:
                                       restart="Never"))
         p = wait_for("Succeeded", lambda: (q := pod(c, "default", "chatty")).get(
             "status", {}).get("phase") == "Succeeded" and q)
-        run_dir = next((c.data_dir / "agent" / "pods" / p["metadata"]["uid"] / "containers" /
-                        "main").iterdir())
-        files = sorted(f.name for f in run_dir.iterdir() if f.name.startswith("log"))
-        assert files == ["log", "log.1", "log.2"]
+        # logs are on disk (DATA/logs/<uid>/<container>/<run>.log), apart from the pod's
+        # state (in memory)
+        run_dir = c.data_dir / "agent" / "logs" / p["metadata"]["uid"] / "main"
+        files = sorted(f.name for f in run_dir.iterdir())
+        assert files == ["0.log", "0.log.1", "0.log.2"]
         numbers = []
-        for name in ("log.2", "log.1", "log"):
+        for name in ("0.log.2", "0.log.1", "0.log"):
             data = (run_dir / name).read_bytes()
             assert len(data) < 4096 + 200
             for line in data.splitlines():
@@ -557,7 +558,7 @@ def test_log_rotation(tmp_path: Path) -> None:
         assert numbers == list(range(numbers[0], 301)) and numbers[0] > 1
         shown = c.kubectl("logs", "chatty").stdout.splitlines()
         assert shown[-1].startswith("line 300 ") and len(shown) == len(
-            (run_dir / "log").read_bytes().splitlines())
+            (run_dir / "0.log").read_bytes().splitlines())
     finally:
         c.stop()
         c.killall()
@@ -652,3 +653,47 @@ def test_node_pressure_eviction(tmp_path: Path) -> None:
     finally:
         c.stop()
         c.killall()
+
+
+def test_network_namespace_pool(tmp_path: Path) -> None:
+    """--pod-network-pool: namespaces are wired ahead; a pod takes one over (its name, its
+    address's record), the pool refills, and deletion and killall leave nothing behind."""
+    from kybernetes.kubelet.network import ipam_records, pooled_namespaces
+    from tests.e2e.cluster import free_port
+
+    c = Cluster(data_dir=tmp_path / "data", port=free_port(), log_path=tmp_path / "server.log",
+                cache_dir=tmp_path / "home", extra_args=["--pod-network-pool", "3"])
+    c.cache_dir.mkdir(parents=True, exist_ok=True)
+    agent_dir = c.data_dir / "agent"
+    c.start()
+    try:
+        def pool() -> set[str]:
+            recorded = {cid for _, cid in ipam_records(agent_dir)}
+            return {cid for cid in pooled_namespaces(agent_dir) if cid in recorded}
+
+        first = wait_for("3 wired namespaces", lambda: len(p := pool()) == 3 and p)
+        apply(c, "default", shell_pod(c, "pooled", "sleep 3600"))
+        p = wait_for("Running", lambda: (q := pod(c, "default", "pooled"))["status"].get(
+            "phase") == "Running" and q)
+        uid, ip = p["metadata"]["uid"], p["status"]["podIP"]
+        # the pod holds one of the wired namespaces, under its own name and record
+        assert Path(f"/var/run/netns/kyb-{uid}").exists()
+        records = {cid: f.name for f, cid in ipam_records(agent_dir)}
+        assert records[uid] == ip
+        assert len(first - set(pooled_namespaces(agent_dir))) == 1
+        addr = subprocess.run(["ip", "-n", f"kyb-{uid}", "-4", "-o", "addr", "show", "eth0"],
+                              capture_output=True, text=True, check=True).stdout
+        assert f"{ip}/" in addr
+        # the pool is wired again once pods stop coming
+        wait_for("the pool refilled", lambda: len(pool()) == 3)
+        # deletion releases the pod's namespace and address
+        c.kubectl("delete", "pod", "pooled", "--timeout=30s")
+        wait_for("nothing left of the pod", lambda: not _leftovers(uid) and uid not in {
+            cid for _, cid in ipam_records(agent_dir)})
+        assert c.stop() == 0
+        assert len(pooled_namespaces(agent_dir)) == 3  # kept for the next start
+    finally:
+        c.stop()
+        c.killall()
+    assert pooled_namespaces(agent_dir) == []
+    assert [cid for _, cid in ipam_records(agent_dir)] == []

@@ -41,7 +41,12 @@ def _check_thresholds(ctx: click.Context, param: click.Parameter, value: str) ->
 
 
 def _node_options(fn: Callable[..., None]) -> Callable[..., None]:
-    """Settings of the node agent that kubelet has too (log rotation, eviction)."""
+    """Settings of the node agent: those kubelet has too (log rotation, eviction), and the
+    pool of pod networks wired ahead of time."""
+    fn = click.option("--pod-network-pool", type=click.IntRange(0, 200), default=110,
+                      show_default=True,
+                      help="Pod network namespaces kept wired ahead of time, so that a "
+                      "new pod does not wait for the CNI plugins.")(fn)
     fn = click.option("--eviction-monitoring-period", type=float, default=10.0,
                       hidden=True, help="Seconds between eviction checks.")(fn)
     fn = click.option("--eviction-hard", default="", callback=_check_thresholds,
@@ -221,6 +226,7 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
            node_name: str, agent_port: int, fake_gpus: int, taints: tuple[str, ...],
            pod_cidr: str, disable_agent: bool, container_log_max_size: str,
            container_log_max_files: int, eviction_hard: str, eviction_monitoring_period: float,
+           pod_network_pool: int,
            fake_nodes: int, fake_node_cpu: str, fake_node_memory: str, fake_node_gpus: int,
            fake_node_pods: int, fake_node_labels: tuple[str, ...], fake_node_list: Path | None,
            fake_node_lease_interval: float,
@@ -260,7 +266,7 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
         node_name=node_name, port=agent_port, fake_gpus=fake_gpus, taints=list(taints),
         pod_cidr=pod_cidr, log_max_size=container_log_max_size,
         log_max_files=container_log_max_files, eviction_hard=eviction_hard,
-        eviction_period=eviction_monitoring_period)
+        eviction_period=eviction_monitoring_period, network_pool=pod_network_pool)
     code = runner(run_server(data_dir=data_dir.resolve(), port=port, host=bind_address,
                              advertise_address=advertise_address, fsync=fsync, agent=agent,
                              fake_nodes=fake if fake.enabled else None,
@@ -313,7 +319,7 @@ def controller_manager(kubeconfig: Path | None, leader_elect: bool,
 def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, node_name: str,
           address: str, port: int, pod_cidr: str, fake_gpus: int, taints: tuple[str, ...],
           container_log_max_size: str, container_log_max_files: int, eviction_hard: str,
-          eviction_monitoring_period: float, verbose: int) -> None:
+          eviction_monitoring_period: float, pod_network_pool: int, verbose: int) -> None:
     """Join a remote kyb server as a node."""
     _setup_logging(verbose + 1)
     from kybernetes.cli.serve import AgentOptions, run_agent
@@ -322,7 +328,8 @@ def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, nod
                         taints=list(taints), address=address, pod_cidr=pod_cidr,
                         log_max_size=container_log_max_size,
                         log_max_files=container_log_max_files, eviction_hard=eviction_hard,
-                        eviction_period=eviction_monitoring_period)
+                        eviction_period=eviction_monitoring_period,
+                        network_pool=pod_network_pool)
     sys.exit(asyncio.run(run_agent(server_url=server_url, token=token, ca_file=ca_file,
                                    data_dir=data_dir.resolve(), opts=opts)))
 

@@ -32,6 +32,7 @@ class AgentOptions:
     log_max_files: int = 5
     eviction_hard: str = ""
     eviction_period: float = 10.0
+    network_pool: int = 0
 
 
 @dataclass
@@ -80,7 +81,7 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
                      control_plane=control_plane,
                      log_max_size=quantity.value(opts.log_max_size),
                      log_max_files=opts.log_max_files, eviction_hard=opts.eviction_hard,
-                     eviction_period=opts.eviction_period,
+                     eviction_period=opts.eviction_period, network_pool=opts.network_pool,
                      bind_address="127.0.0.1" if (opts.address or address).startswith("127.")
                      else "0.0.0.0")
     node_agent = NodeAgent(client, cfg)

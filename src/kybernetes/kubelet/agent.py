@@ -131,7 +131,7 @@ class NodeAgent:
                 data_dir=self.cfg.data_dir, pod_cidr=self.cfg.pod_cidr,
                 node_allocatable=(self.node.get("status") or {}).get("allocatable") or {},
                 fake_gpus=self.cfg.fake_gpus, log_max_size=self.cfg.log_max_size,
-                log_max_files=self.cfg.log_max_files)
+                log_max_files=self.cfg.log_max_files, network_pool=self.cfg.network_pool)
             self.api = AgentAPI(self.pods, token=self.client.config.token or "")
             await self.api.start(self.cfg.bind_address, self.cfg.port,
                                  self.cfg.data_dir / "pki")

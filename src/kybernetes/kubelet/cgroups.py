@@ -36,21 +36,21 @@ class Cgroups:
     def __init__(self, prefix: str = "kybernetes") -> None:
         self.prefix = prefix
         self.version = version()
-
-    def paths(self, pod_uid: str, container: str) -> list[Path]:
-        rel = Path(self.prefix) / f"pod{pod_uid}" / container
+        self.roots: list[Path] = []
+        """The hierarchies a container joins (v1: one per controller directory)."""
         if self.version == 1:
             # co-mounted controllers (cpu,cpuacct) share one directory: list it once
             seen: set[Path] = set()
-            out = []
             for c in _V1:
                 if (ROOT / c).is_dir() and (real := (ROOT / c).resolve()) not in seen:
                     seen.add(real)
-                    out.append(ROOT / c / rel)
-            return out
-        if self.version == 2:
-            return [ROOT / rel]
-        return []
+                    self.roots.append(ROOT / c)
+        elif self.version == 2:
+            self.roots.append(ROOT)
+
+    def paths(self, pod_uid: str, container: str) -> list[Path]:
+        rel = f"{self.prefix}/pod{pod_uid}/{container}"
+        return [root / rel for root in self.roots]
 
     def create(self, pod_uid: str, container: str, resources: dict[str, dict[str, str]]
                ) -> list[str]:

@@ -197,10 +197,10 @@ class EvictionManager:
             elif resource == "ephemeral-storage":
                 run = self.pods.runtime.current(w.uid, c.get("name", ""))
                 if run is not None:
-                    total += sum(f.stat().st_size for f in run.dir.glob("log*")
-                                 if f.is_file())
+                    total += sum(f.stat().st_size for f in run.log.parent.glob(
+                        run.log.name + "*") if f.is_file())
         if resource == "ephemeral-storage":
-            vols = self.pods.runtime.pod_dir(w.uid) / "volumes"
+            vols = self.pods.runtime.empty_dir(w.uid)
             if vols.exists():
                 total += sum(f.stat().st_size for f in vols.rglob("*")
                              if f.is_file() and not f.is_symlink())

@@ -6,18 +6,35 @@ hex, e.g. ``kyb0a2a0000``: a bridge holds one IPv4 gateway, so two agents on one
 need two bridges). The whole pod range (10.42.0.0/16)
 and the service range (10.96.0.0/12) also get ``unreachable`` routes on the host, so that
 no packet for them can ever leave through the default gateway.
+
+Wiring a namespace costs ~30 ms of CPU (three plugin processes; the bridge's kernel work is
+most of it), and host-local serializes on its lock: ~60 namespaces a second at best. So the
+agent keeps a pool of namespaces wired ahead of time (``kyb-pool-<hex>``, their addresses
+recorded by host-local under that id) and a new pod claims one: the namespace is bind-mounted
+at the pod's name and the address's record is re-keyed to the pod under host-local's lock,
+after which the pod's namespace is exactly what the plugins would have made for it (and
+``bridge`` DEL releases it as usual). The pool is refilled when the node is quiet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import fcntl
+import functools
+import hashlib
 import ipaddress
 import json
 import logging
 import os
+import secrets
 import subprocess
+import time
 from pathlib import Path
+
+from kybernetes.aio.tasks import spawn
+from kybernetes.kubelet.node import MAX_PODS
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +56,11 @@ def bridge_name(pod_cidr: str) -> str:
     net = ipaddress.ip_network(pod_cidr, strict=False)
     return f"{BRIDGE_PREFIX}{int(net.network_address):08x}"
 NETNS_DIR = Path("/var/run/netns")
+POOL_PREFIX = "pool-"
+"""Ids of wired namespaces no pod holds yet (pod uids never start so)."""
+POOL_QUIET_SECONDS = 1.0
+"""The pool is refilled once no pod has claimed from it or waited for a network this long."""
+MS_BIND, MNT_DETACH = 4096, 2
 
 
 class NetworkError(Exception):
@@ -63,9 +85,61 @@ def netns_path(pod_uid: str) -> Path:
     return NETNS_DIR / netns_name(pod_uid)
 
 
+def pool_prefix(data_dir: Path) -> str:
+    """The ids of the pooled namespaces of the agent with this data dir (``kyb killall``
+    finds them by it, recorded or not)."""
+    return f"{POOL_PREFIX}{hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:6]}-"
+
+
+def pooled_namespaces(data_dir: Path) -> list[str]:
+    """Ids of the pooled namespaces on the machine of the agent with this data dir."""
+    prefix = pool_prefix(data_dir)
+    if not NETNS_DIR.exists():
+        return []
+    return [p.name[4:] for p in NETNS_DIR.iterdir() if p.name[4:].startswith(prefix)]
+
+
+def remove_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def ipam_records(data_dir: Path) -> list[tuple[Path, str]]:
+    """host-local's records under ``data_dir``: one file per address, named by it, holding
+    the container id (then the interface, after ``\\r\\n``)."""
+    root = data_dir / "ipam"
+    out = []
+    if root.exists():
+        for f in root.rglob("*"):
+            if f.name[:1].isdigit() and f.is_file():
+                with contextlib.suppress(OSError):
+                    out.append((f, f.read_text(errors="ignore").split("\n", 1)[0].strip()))
+    return out
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def move_netns(src: Path, dst: Path) -> None:
+    """Give a named network namespace another name (a mount point cannot be renamed: bind
+    the namespace at the new name, then detach the old one)."""
+    libc = _libc()
+    fd = os.open(dst, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+    os.close(fd)
+    if libc.mount(str(src).encode(), str(dst).encode(), None, MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        dst.unlink(missing_ok=True)
+        raise OSError(err, f"bind {src} at {dst}: {os.strerror(err)}")
+    if libc.umount2(str(src).encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        log.warning("detach %s: %s", src, os.strerror(err))
+    src.unlink(missing_ok=True)
+
+
 class PodNetwork:
     def __init__(self, data_dir: Path, pod_cidr: str, *, cluster_cidr: str = "10.42.0.0/16",
-                 service_cidr: str = "10.96.0.0/12") -> None:
+                 service_cidr: str = "10.96.0.0/12", pool_size: int = 0) -> None:
         self.data_dir = data_dir
         self.pod_cidr = ipaddress.ip_network(pod_cidr)
         self.bridge = bridge_name(pod_cidr)
@@ -74,6 +148,14 @@ class PodNetwork:
         self.cni_dir = next((p for p in CNI_PATHS if Path(p, "bridge").exists()), "")
         self.gateway = str(next(self.pod_cidr.hosts()))
         self._ready = False
+        # never so many that the node's own pods (MAX_PODS) could run out of addresses
+        self.pool_size = max(0, min(pool_size, self.pod_cidr.num_addresses - 3 - MAX_PODS))
+        self.pool_prefix = pool_prefix(data_dir)
+        self.pool: list[tuple[str, str]] = []
+        """Wired namespaces no pod holds: (pool id, address), oldest first."""
+        self._pool_low = asyncio.Event()
+        self._last_demand = 0.0
+        self._pool_task: asyncio.Task[None] | None = None
 
     def available(self) -> bool:
         return bool(self.cni_dir) and os.geteuid() == 0
@@ -113,6 +195,9 @@ class PodNetwork:
         existing = await self.address(pod_uid)
         if existing:
             return existing
+        return await self._wire(pod_uid)
+
+    async def _wire(self, pod_uid: str) -> str:
         if not netns_path(pod_uid).exists():
             await _run("ip", "netns", "add", netns_name(pod_uid))
         await _run(f"{self.cni_dir}/loopback", env=self._env("ADD", pod_uid, "lo"),
@@ -154,19 +239,121 @@ class PodNetwork:
                        check=False)
 
     def allocated_pods(self) -> set[str]:
-        """Pod uids holding an address from this node's range (host-local's records:
-        one file per address, naming the container)."""
-        out = set()
-        root = self.data_dir / "ipam"
-        if root.exists():
-            for f in root.rglob("*"):
-                if f.is_file() and f.name[:1].isdigit():
-                    with contextlib.suppress(OSError):
-                        out.add(f.read_text(errors="ignore").split("\n", 1)[0].strip())
-        return out
+        """Pod uids holding an address from this node's range."""
+        return {cid for _, cid in ipam_records(self.data_dir)
+                if not cid.startswith(POOL_PREFIX)}
 
     def known_pods(self) -> list[str]:
         """Pod uids with a network namespace on this node."""
         if not NETNS_DIR.exists():
             return []
-        return [p.name[4:] for p in NETNS_DIR.iterdir() if p.name.startswith("kyb-")]
+        return [p.name[4:] for p in NETNS_DIR.iterdir()
+                if p.name.startswith("kyb-") and not p.name[4:].startswith(POOL_PREFIX)]
+
+    # -- the pool of wired namespaces -----------------------------------------------------
+
+    def claim(self, pod_uid: str) -> str:
+        """A wired namespace from the pool, now the pod's; its address ("" if the pool is
+        empty)."""
+        self.note_demand()
+        if netns_path(pod_uid).exists():
+            return ""  # the pod's own (after a restart): set up finds its address
+        while self.pool:
+            cid, ip = self.pool.pop(0)
+            try:
+                self._rekey(ip, cid, pod_uid)
+            except OSError as e:
+                log.warning("pooled network namespace %s: %s", cid, e)
+                spawn(self.teardown(cid), name=f"netns-pool-drop:{cid}")
+                continue
+            try:
+                move_netns(netns_path(cid), netns_path(pod_uid))
+            except OSError as e:
+                log.warning("pooled network namespace %s: %s", cid, e)
+                with contextlib.suppress(OSError):
+                    self._rekey(ip, pod_uid, cid)
+                spawn(self.teardown(cid), name=f"netns-pool-drop:{cid}")
+                continue
+            return ip
+        return ""
+
+    def note_demand(self) -> None:
+        """A pod wants a network: the pool is refilled only once such demand has stopped
+        for a while (refilling competes with the pods for the CPU)."""
+        self._last_demand = time.monotonic()
+        self._pool_low.set()
+
+    def _rekey(self, ip: str, old: str, new: str) -> None:
+        """Make host-local's record of ``ip`` name ``new`` instead of ``old`` (under its
+        lock, so no plugin reads it half-written)."""
+        net_dir = self.data_dir / "ipam" / "kybernetes"
+        record = net_dir / ip
+        with open(net_dir / "lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            content = record.read_bytes()
+            head, sep, rest = content.partition(b"\r\n")
+            if head.strip() != old.encode():
+                raise OSError(f"the record of {ip} names {head!r}, not {old}")
+            tmp = net_dir / f".{ip}.claim"
+            tmp.write_bytes(new.encode() + sep + rest)
+            os.replace(tmp, record)
+
+    def adopt_pool(self) -> None:
+        """Take back the pool a previous run of this agent wired (by host-local's records
+        in its data dir); records whose namespace is gone are released."""
+        recorded = set()
+        for record, cid in ipam_records(self.data_dir):
+            if not cid.startswith(self.pool_prefix):
+                continue
+            recorded.add(cid)
+            if netns_path(cid).exists():
+                self.pool.append((cid, record.name))
+            else:
+                record.unlink(missing_ok=True)
+        for cid in pooled_namespaces(self.data_dir):
+            if cid not in recorded:  # wiring was cut short
+                remove_netns(netns_name(cid))
+
+    def start_pool(self) -> None:
+        """Keep ``pool_size`` namespaces wired, filling when pods have stopped coming."""
+        if self.pool_size <= 0 or not self.available():
+            return
+        self.adopt_pool()
+        self._pool_low.set()
+        self._pool_task = spawn(self._keep_pool(), name=f"netns-pool:{self.bridge}")
+
+    async def stop_pool(self) -> None:
+        """Stop refilling; the pooled namespaces stay for the next run (``kyb killall``
+        removes them)."""
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pool_task
+            self._pool_task = None
+
+    async def _keep_pool(self) -> None:
+        await self.ensure_host_routes()
+        while True:
+            await self._pool_low.wait()
+            self._pool_low.clear()
+            while len(self.pool) < self.pool_size:
+                quiet = time.monotonic() - self._last_demand
+                if quiet < POOL_QUIET_SECONDS:
+                    await asyncio.sleep(max(0.1, POOL_QUIET_SECONDS - quiet))
+                    continue
+                cid = self.pool_prefix + secrets.token_hex(6)
+                wiring = asyncio.ensure_future(self._wire(cid))
+                try:
+                    ip = await asyncio.shield(wiring)
+                except asyncio.CancelledError:
+                    # stopping: let the plugins finish, then undo what they made
+                    with contextlib.suppress(Exception):
+                        await wiring
+                    await self.teardown(cid)
+                    raise
+                except NetworkError as e:
+                    log.warning("wiring a pooled network namespace: %s", e)
+                    await self.teardown(cid)
+                    await asyncio.sleep(5)
+                    continue
+                self.pool.append((cid, ip))

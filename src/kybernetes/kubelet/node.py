@@ -44,6 +44,8 @@ class NodeConfig:
     log_max_size: int = 10 * 1024 * 1024
     """A container's log is rotated past this many bytes (0: never)."""
     log_max_files: int = 5
+    network_pool: int = 0
+    """Pod network namespaces kept wired ahead of time."""
 
 
 def parse_taints(specs: list[str]) -> list[Obj]:

@@ -43,7 +43,9 @@ BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0
 """A container that ran this long without failing starts its back-off afresh."""
 OBJECT_CACHE_TTL = 5.0
-SANDBOX_CONCURRENCY = 4
+STARTING_CONCURRENCY = int(__import__("os").environ.get("KYB_START", "4"))
+"""Pods brought up at once: a burst then finishes pod after pod (first come, first
+ready) instead of all pods together at the end."""
 
 
 @dataclass
@@ -71,6 +73,7 @@ class PodWorker:
         self.containers: dict[str, ContainerState] = {}
         self.pod_ip = ""
         self.volumes = Volumes(mgr.runtime.pod_dir(uid), mgr.get_object,
+                               empty_dir=mgr.runtime.empty_dir(uid),
                                node_allocatable=mgr.node_allocatable, node_name=mgr.node_name,
                                token=mgr.service_account_token)
         self.last_status: Obj | None = None
@@ -114,10 +117,16 @@ class PodWorker:
     # -- the loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        first = True
         while not self.gone:
             self.wake.clear()
             try:
-                delay = await self.sync()
+                if first:
+                    first = False
+                    async with self.mgr.starting:
+                        delay = await self.sync()
+                else:
+                    delay = await self.sync()
             except Exception:
                 log.exception("syncing pod %s/%s failed", self.namespace, self.name)
                 delay = 2.0
@@ -208,11 +217,11 @@ class PodWorker:
         if self.spec.get("hostNetwork"):
             self.pod_ip = self.mgr.node_address
         elif not self.pod_ip:
+            self.pod_ip = self.mgr.network.claim(self.uid)
+        if not self.pod_ip and not self.spec.get("hostNetwork"):
             try:
-                # a few at a time: a burst then finishes pod after pod instead of all
-                # pods together at the end (the CNI plugins are processes of their own)
-                async with self.mgr.sandbox_slots:
-                    self.pod_ip = await self.mgr.network.setup(self.uid)
+                self.mgr.network.note_demand()
+                self.pod_ip = await self.mgr.network.setup(self.uid)
             except NetworkError as e:
                 await self.event("FailedCreatePodSandBox",
                                  f"Failed to create pod sandbox: {e}", typ="Warning", once=True)
@@ -746,13 +755,14 @@ class PodManager:
 
     def __init__(self, client: Client, *, node_name: str, node_address: str, data_dir: Path,
                  pod_cidr: str, node_allocatable: dict[str, str] | None = None,
-                 fake_gpus: int = 0, log_max_size: int = 0, log_max_files: int = 5) -> None:
+                 fake_gpus: int = 0, log_max_size: int = 0, log_max_files: int = 5,
+                 network_pool: int = 0) -> None:
         self.client = client
         self.node_name = node_name
         self.node_address = node_address
         self.data_dir = data_dir
         self.runtime = ContainerRuntime(data_dir)
-        self.network = PodNetwork(data_dir, pod_cidr)
+        self.network = PodNetwork(data_dir, pod_cidr, pool_size=network_pool)
         self.cgroups = Cgroups()
         self.images = imagesmod.Catalog(data_dir)
         self.devices = DeviceManager(discover(fake_gpus))
@@ -760,7 +770,7 @@ class PodManager:
         self.log_max_files = log_max_files
         self.node_allocatable = node_allocatable or {}
         self.workers: dict[str, PodWorker] = {}
-        self.sandbox_slots = asyncio.Semaphore(SANDBOX_CONCURRENCY)
+        self.starting = asyncio.Semaphore(STARTING_CONCURRENCY)
         self.pods = Informer(client, "v1", "pods", field_selector=f"spec.nodeName={node_name}")
         self.services = shared_informer(client, "v1", "services")
         self._cache: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
@@ -946,12 +956,15 @@ class PodManager:
         self.pods.start()
         await self.pods.wait_synced()
         await self.services.wait_synced()
+        self.runtime.ensure_state_tmpfs()
         await self.cleanup_orphans()
+        self.network.start_pool()
 
     async def stop(self) -> None:
         """Stop watching; running pods keep running (they are adopted on restart)."""
         for pid in list(self._exit_watches):
             self._unwatch(pid)
+        await self.network.stop_pool()
         await self.pods.stop()
         await self.services.stop()
         await cancel_and_wait(*(w.task for w in list(self.workers.values())))

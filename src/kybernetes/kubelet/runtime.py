@@ -1,13 +1,21 @@
 """Containers as processes: each run of a container is a directory with its shim spec,
-pid file, exit file and log, so that a restarted agent finds them again.
+pid file and exit file, and a log, so that a restarted agent finds them again.
 
-    DATA/pods/<uid>/containers/<name>/<run>/{spec,pid,exit,log}
+    DATA/pods/<uid>/containers/<name>/<run>/{spec,pid,exit}
+    DATA/logs/<uid>/<name>/<run>.log
+
+``DATA/pods`` holds what pods need while they run (these files, /etc files, the files of
+configMap, secret, projected and downwardAPI volumes). As kubelet keeps secrets and tokens,
+it lives in memory (a tmpfs, mounted by the agent): creating a pod's two dozen files there
+costs microseconds, where a disk's allocator can take milliseconds each. Logs and emptyDir
+volumes (``DATA/emptydir``) stay on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -17,6 +25,8 @@ from pathlib import Path
 from kybernetes.kubelet import shim
 from kybernetes.kubelet.shim import Spec
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Run:
@@ -24,10 +34,7 @@ class Run:
 
     dir: Path
     number: int
-
-    @property
-    def log(self) -> Path:
-        return self.dir / "log"
+    log: Path
 
     def pids(self) -> tuple[int, int] | None:
         try:
@@ -112,12 +119,42 @@ class ContainerRuntime:
     def pod_dir(self, uid: str) -> Path:
         return self.data_dir / "pods" / uid
 
+    def log_dir(self, uid: str) -> Path:
+        return self.data_dir / "logs" / uid
+
+    def empty_dir(self, uid: str) -> Path:
+        """Where the pod's emptyDir volumes (on the node's disk) are."""
+        return self.data_dir / "emptydir" / uid
+
+    def ensure_state_tmpfs(self) -> None:
+        """Mount a tmpfs at ``DATA/pods`` (as root; a directory holding pods from before
+        is left as it is)."""
+        root = self.data_dir / "pods"
+        if os.geteuid() != 0 or os.path.ismount(root):
+            return
+        root.mkdir(parents=True, exist_ok=True)
+        if any(root.iterdir()):
+            return
+        import subprocess
+
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "kyb-pods", str(root)],
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            log.warning("pod state stays on disk: mount tmpfs at %s: %s", root,
+                        done.stderr.decode(errors="replace").strip())
+
+    def _run(self, uid: str, container: str, number: int) -> Run:
+        return Run(self.pod_dir(uid) / "containers" / container / str(number), number,
+                   self.log_dir(uid) / container / f"{number}.log")
+
     def runs(self, uid: str, container: str) -> list[Run]:
         base = self.pod_dir(uid) / "containers" / container
-        if not base.exists():
+        try:
+            names = os.listdir(base)
+        except OSError:
             return []
-        out = [Run(p, int(p.name)) for p in base.iterdir() if p.name.isdigit()]
-        return sorted(out, key=lambda r: r.number)
+        return sorted((self._run(uid, container, int(n)) for n in names if n.isdigit()),
+                      key=lambda r: r.number)
 
     def current(self, uid: str, container: str) -> Run | None:
         runs = self.runs(uid, container)
@@ -126,16 +163,18 @@ class ContainerRuntime:
     async def start(self, uid: str, container: str, spec: Spec) -> Run:
         runs = self.runs(uid, container)
         number = runs[-1].number + 1 if runs else 0
-        run_dir = self.pod_dir(uid) / "containers" / container / str(number)
+        run = self._run(uid, container, number)
+        run_dir = run.dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        spec.log = str(run_dir / "log")
+        run.log.parent.mkdir(parents=True, exist_ok=True)
+        _remove_log(run.log)  # left by a run before the state was lost (killall, reboot)
+        spec.log = str(run.log)
         spec.exit = str(run_dir / "exit")
         spec.pidfile = str(run_dir / "pid")
         if not spec.root:
             spec.root = str(run_dir / "root")
         (run_dir / "spec").write_text(spec.render())
         await shim.launch(self.shim(), run_dir / "spec")
-        run = Run(run_dir, number)
         for _ in range(200):  # the pid file appears as soon as the namespaces exist
             if run.pids() is not None or run.exit() is not None:
                 break
@@ -143,6 +182,7 @@ class ContainerRuntime:
         # keep the two newest runs (current and previous, for `logs --previous`)
         for old in runs[:-1]:
             _remove_tree(old.dir)
+            _remove_log(old.log)
         return run
 
     async def stop(self, run: Run, *, grace: float) -> None:
@@ -166,11 +206,28 @@ class ContainerRuntime:
                 await asyncio.sleep(0.025)
 
     def remove_pod(self, uid: str) -> None:
-        _remove_tree(self.pod_dir(uid))
+        for path in (self.pod_dir(uid), self.log_dir(uid), self.empty_dir(uid)):
+            _remove_tree(path)
 
     def known_pods(self) -> list[str]:
-        base = self.data_dir / "pods"
-        return [p.name for p in base.iterdir()] if base.exists() else []
+        return sorted(pod_uids(self.data_dir))
+
+
+def pod_uids(data_dir: Path) -> set[str]:
+    """The pods with anything left under ``data_dir`` (state, logs or emptyDir volumes)."""
+    out: set[str] = set()
+    for sub in ("pods", "logs", "emptydir"):
+        with contextlib.suppress(OSError):
+            out.update(os.listdir(data_dir / sub))
+    return out
+
+
+def _remove_log(log_file: Path) -> None:
+    """A run's log and its rotated files (``N.log.1``, ...)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(log_file.parent):
+            if name == log_file.name or name.startswith(log_file.name + "."):
+                os.unlink(log_file.parent / name)
 
 
 def _remove_tree(path: Path) -> None:

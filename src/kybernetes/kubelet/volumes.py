@@ -114,8 +114,11 @@ def _items(data: dict[str, bytes], items: list[Obj] | None, default_mode: int,
 class Volumes:
     def __init__(self, pod_dir: Path, get: Getter, *, ca_pem: bytes = b"",
                  token: Callable[[Obj, Obj], Awaitable[str]] | None = None,
-                 node_allocatable: dict[str, str] | None = None, node_name: str = "") -> None:
+                 node_allocatable: dict[str, str] | None = None, node_name: str = "",
+                 empty_dir: Path | None = None) -> None:
         self.pod_dir = pod_dir
+        self.empty_root = empty_dir or pod_dir / "volumes"
+        """emptyDir volumes (on the node's disk, unless their medium is Memory)."""
         self.node_name = node_name
         self.get = get
         self.ca_pem = ca_pem
@@ -177,6 +180,7 @@ class Volumes:
             name = vol.get("name", "")
             target = self.path(name)
             if "emptyDir" in vol:
+                target = self.empty_root / name
                 target.mkdir(parents=True, exist_ok=True)
                 os.chmod(target, 0o777)
                 if (vol["emptyDir"] or {}).get("medium") == "Memory" and \
@@ -262,12 +266,12 @@ class Volumes:
         for target in list(self.tmpfs_mounted):
             subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
         self.tmpfs_mounted.clear()
-        vol_root = self.pod_dir / "volumes"
-        if vol_root.exists():
-            for entry in vol_root.iterdir():
-                if os.path.ismount(entry):
-                    subprocess.run(["umount", "-l", str(entry)], check=False,
-                                   capture_output=True)
+        for vol_root in (self.pod_dir / "volumes", self.empty_root):
+            if vol_root.exists():
+                for entry in vol_root.iterdir():
+                    if os.path.ismount(entry):
+                        subprocess.run(["umount", "-l", str(entry)], check=False,
+                                       capture_output=True)
 
 
 def _bytes(q: str) -> int:
