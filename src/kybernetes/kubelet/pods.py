@@ -43,7 +43,7 @@ BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0
 """A container that ran this long without failing starts its back-off afresh."""
 OBJECT_CACHE_TTL = 5.0
-STARTING_CONCURRENCY = int(__import__("os").environ.get("KYB_START", "4"))
+STARTING_CONCURRENCY = 4
 """Pods brought up at once: a burst then finishes pod after pod (first come, first
 ready) instead of all pods together at the end."""
 

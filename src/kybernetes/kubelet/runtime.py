@@ -28,6 +28,10 @@ from kybernetes.kubelet.shim import Spec
 log = logging.getLogger(__name__)
 
 
+_PIDS: dict[str, tuple[int, int]] = {}
+"""Run directory -> (shim pid, container pid), as read from its pid file."""
+
+
 @dataclass
 class Run:
     """One start of a container (``number`` counts from 0, the restart count)."""
@@ -37,11 +41,20 @@ class Run:
     log: Path
 
     def pids(self) -> tuple[int, int] | None:
+        key = str(self.dir)
+        known = _PIDS.get(key)
+        if known is not None:
+            return known
         try:
-            shim_pid, container_pid = (self.dir / "pid").read_text().split()
-            return int(shim_pid), int(container_pid)
+            with open(os.path.join(key, "pid")) as f:
+                shim_pid, container_pid = f.read().split()
+            known = int(shim_pid), int(container_pid)
         except (OSError, ValueError):
             return None
+        if len(_PIDS) >= 8192:
+            _PIDS.clear()
+        _PIDS[key] = known  # the shim writes it once: read it once
+        return known
 
     def exit(self) -> tuple[int, int, str] | None:
         """(exit code, signal, finished at) once the container has ended."""
@@ -232,6 +245,10 @@ def _remove_log(log_file: Path) -> None:
 
 def _remove_tree(path: Path) -> None:
     import shutil
+
+    prefix = str(path)
+    for key in [k for k in _PIDS if k == prefix or k.startswith(prefix + "/")]:
+        del _PIDS[key]
 
     # a root that is still a mount point (should not happen) must not be walked into
     for p in sorted(path.rglob("root"), reverse=True):
