@@ -38,3 +38,32 @@ async def test_post_sends_in_order_in_the_background(client: Client) -> None:
     rec.post(POD, "Normal", "Pulled", "again")  # usable after aclose: starts a new sender
     await rec.aclose()
     assert len(await _events(client)) == 5
+
+
+async def test_hold_delays_sending_not_the_recorded_time(client: Client,
+                                                         monkeypatch: Any) -> None:
+    """While ``hold`` says so, posted events wait (at most HOLD_MAX), keeping the time they
+    were posted at."""
+    import asyncio
+
+    from kybernetes.client import events
+
+    busy = True
+    rec = EventRecorder(client, "kubelet", hold=lambda: busy)
+    before = events.rfc3339()
+    rec.post(POD, "Normal", "Started", "Started container main")
+    posted = {before, events.rfc3339()}
+    await asyncio.sleep(0.3)
+    assert await _events(client) == []  # held
+    await asyncio.sleep(1.1)  # the clock ticks past the posting second
+    busy = False
+    await rec.aclose()
+    [ev] = await _events(client)
+    assert ev["firstTimestamp"] == ev["lastTimestamp"] and ev["firstTimestamp"] in posted
+    # held at most HOLD_MAX seconds
+    monkeypatch.setattr(events, "HOLD_MAX", 0.2)
+    busy = True
+    rec.post(POD, "Normal", "Killing", "Stopping container main")
+    await asyncio.sleep(0.6)
+    assert [e["reason"] for e in await _events(client)] == ["Started", "Killing"]
+    await rec.aclose()

@@ -65,3 +65,12 @@ def test_label_values_are_escaped() -> None:
     fams = _families(m)
     assert any(dict(k[1]).get("resource") == 'we"ird\\name'
                for k in fams["apiserver_request"])
+
+
+def test_values_are_formatted_as_prometheus_client_does() -> None:
+    from prometheus_client.utils import floatToGoString
+
+    from kybernetes.apiserver.metrics import _go
+
+    for v in (0, 1, 5.0, 0.123, 999_999, 1_234_567, 12_345_678.5, 1e17, 3e-7, 100_000.25):
+        assert _go(v) == floatToGoString(v)

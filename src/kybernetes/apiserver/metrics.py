@@ -94,8 +94,7 @@ class Metrics:
     def _render_own(self) -> str:
         out: list[str] = []
         add = out.append
-        from prometheus_client.utils import floatToGoString as go
-
+        go = _go
         add(f"# HELP apiserver_request_total {_REQUESTS_HELP}\n"
             "# TYPE apiserver_request_total counter\n")
         merged: dict[tuple[str, ...], _Histogram] = {}
@@ -137,9 +136,18 @@ def _escape(value: str) -> str:
     return value
 
 
-def _histogram_lines(add: Any, name: str, labels: str, hist: _Histogram) -> None:
-    from prometheus_client.utils import floatToGoString as go
+def _go(value: float) -> str:
+    """A sample's value as Prometheus' Go formatting writes it (``1.234567e+06`` from a
+    million on)."""
+    text = repr(float(value))
+    dot = text.find(".")
+    if value > 0 and dot > 6:
+        return f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.") + f"e+0{dot - 1}"
+    return text
 
+
+def _histogram_lines(add: Any, name: str, labels: str, hist: _Histogram) -> None:
+    go = _go
     total = 0
     for bound, n in zip(_le_strings(hist.bounds), hist.counts, strict=True):
         total += n

@@ -123,8 +123,12 @@ class PodWorker:
             try:
                 if first:
                     first = False
-                    async with self.mgr.starting:
-                        delay = await self.sync()
+                    self.mgr.starting_now += 1
+                    try:
+                        async with self.mgr.starting:
+                            delay = await self.sync()
+                    finally:
+                        self.mgr.starting_now -= 1
                 else:
                     delay = await self.sync()
             except Exception:
@@ -771,10 +775,14 @@ class PodManager:
         self.node_allocatable = node_allocatable or {}
         self.workers: dict[str, PodWorker] = {}
         self.starting = asyncio.Semaphore(STARTING_CONCURRENCY)
+        self.starting_now = 0
+        """Pods waiting for, or in, their first sync."""
         self.pods = Informer(client, "v1", "pods", field_selector=f"spec.nodeName={node_name}")
         self.services = shared_informer(client, "v1", "services")
         self._cache: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
-        self.recorder = EventRecorder(client, "kubelet", host=node_name)
+        # events wait while pods are being started (the loop is theirs first)
+        self.recorder = EventRecorder(client, "kubelet", host=node_name,
+                                      hold=lambda: self.starting_now > 0)
         self._tokens: dict[tuple[str, str, str, int], tuple[str, float]] = {}
         self._exit_watches: dict[int, int] = {}
         """shim pid -> pidfd watched by the event loop."""
