@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from kybernetes.api.scheduling import NodeSelector, Resources, pod_requests, resource_list
 from kybernetes.api.selectors import LabelSelector, SelectorError, from_label_selector
 from kybernetes.api.storage import claims_of
@@ -41,7 +43,22 @@ class AffinityTerm:
         return False
 
 
+_TERMS: dict[tuple[str, bytes, int], AffinityTerm] = {}
+"""Parsed terms by (namespace, term, weight): the replicas of a workload share one object
+(and the affinity plugin decides once per object)."""
+
+
 def _affinity_term(pod_ns: str, term: Mapping[str, Any], weight: int = 0) -> AffinityTerm:
+    key = (pod_ns, orjson.dumps(term, option=orjson.OPT_SORT_KEYS), weight)
+    known = _TERMS.get(key)
+    if known is None:
+        if len(_TERMS) >= 4096:
+            _TERMS.clear()
+        known = _TERMS[key] = _parse_affinity_term(pod_ns, term, weight)
+    return known
+
+
+def _parse_affinity_term(pod_ns: str, term: Mapping[str, Any], weight: int) -> AffinityTerm:
     namespaces = term.get("namespaces") or []
     ns_sel = term.get("namespaceSelector")
     if not namespaces and ns_sel is None:

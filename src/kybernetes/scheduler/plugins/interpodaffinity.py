@@ -314,11 +314,16 @@ class InterPodAffinity:
     @staticmethod
     def _count_existing_anti_affinity(s: _PreFilterState, nodes: list[NodeInfo]) -> None:
         pod, ns_labels, counts = s.pod, s.ns_labels, s.existing_anti_affinity_counts
+        # a workload's replicas share their parsed terms: decide once per term object
+        verdicts: dict[int, bool] = {}
         for node in nodes:
             labels = node.labels
             for existing in node.pods_with_required_anti_affinity.values():
                 for at in existing.required_anti_affinity_terms:
-                    if _selects(at, pod, ns_labels):
+                    hit = verdicts.get(id(at))
+                    if hit is None:
+                        hit = verdicts[id(at)] = _selects(at, pod, ns_labels)
+                    if hit:
                         _bump(counts, labels, at.topology_key, 1)
 
     @staticmethod
