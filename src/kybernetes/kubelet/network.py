@@ -9,8 +9,8 @@ no packet for them can ever leave through the default gateway.
 
 Wiring a namespace costs ~30 ms of CPU (three plugin processes; the bridge's kernel work is
 most of it), and host-local serializes on its lock: ~60 namespaces a second at best. So the
-agent keeps a pool of namespaces wired ahead of time (``kyb-pool-<hex>``, their addresses
-recorded by host-local under that id) and a new pod claims one: the namespace is bind-mounted
+agent keeps a pool of namespaces wired ahead of time (``kyb-pool-<data dir hash>-<hex>``,
+their addresses recorded by host-local under that id) and a new pod claims one: the namespace is bind-mounted
 at the pod's name and the address's record is re-keyed to the pod under host-local's lock,
 after which the pod's namespace is exactly what the plugins would have made for it (and
 ``bridge`` DEL releases it as usual). The pool is refilled when the node is quiet.

@@ -123,6 +123,8 @@ class ContainerRuntime:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._shim: Path | None = None
+        self.legacy_logs = False
+        """Pods state on disk from before logs moved out: runs may log in their own dir."""
 
     def shim(self) -> Path:
         if self._shim is None:
@@ -147,6 +149,8 @@ class ContainerRuntime:
             return
         root.mkdir(parents=True, exist_ok=True)
         if any(root.iterdir()):
+            # pods of an earlier version: their containers still log beside their state
+            self.legacy_logs = True
             return
         import subprocess
 
@@ -157,8 +161,10 @@ class ContainerRuntime:
                         done.stderr.decode(errors="replace").strip())
 
     def _run(self, uid: str, container: str, number: int) -> Run:
-        return Run(self.pod_dir(uid) / "containers" / container / str(number), number,
-                   self.log_dir(uid) / container / f"{number}.log")
+        run_dir = self.pod_dir(uid) / "containers" / container / str(number)
+        if self.legacy_logs and (run_dir / "log").exists():
+            return Run(run_dir, number, run_dir / "log")
+        return Run(run_dir, number, self.log_dir(uid) / container / f"{number}.log")
 
     def runs(self, uid: str, container: str) -> list[Run]:
         base = self.pod_dir(uid) / "containers" / container
