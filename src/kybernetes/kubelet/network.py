@@ -49,6 +49,8 @@ async def run_process(argv: list[str], *, env: dict[str, str] | None = None,
 
 CNI_PATHS = ("/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni")
 BRIDGE_PREFIX = "kyb"
+NETWORK_NAME = "kybernetes"
+"""The CNI network's name (host-local keeps its records under ``ipam/<name>``)."""
 
 
 def bridge_name(pod_cidr: str) -> str:
@@ -117,21 +119,22 @@ def ipam_records(data_dir: Path) -> list[tuple[Path, str]]:
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library, loaded once (mount, umount2, setns)."""
     return ctypes.CDLL(None, use_errno=True)
 
 
 def move_netns(src: Path, dst: Path) -> None:
     """Give a named network namespace another name (a mount point cannot be renamed: bind
     the namespace at the new name, then detach the old one)."""
-    libc = _libc()
+    c = libc()
     fd = os.open(dst, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
     os.close(fd)
-    if libc.mount(str(src).encode(), str(dst).encode(), None, MS_BIND, None) != 0:
+    if c.mount(str(src).encode(), str(dst).encode(), None, MS_BIND, None) != 0:
         err = ctypes.get_errno()
         dst.unlink(missing_ok=True)
         raise OSError(err, f"bind {src} at {dst}: {os.strerror(err)}")
-    if libc.umount2(str(src).encode(), MNT_DETACH) != 0:
+    if c.umount2(str(src).encode(), MNT_DETACH) != 0:
         err = ctypes.get_errno()
         log.warning("detach %s: %s", src, os.strerror(err))
     src.unlink(missing_ok=True)
@@ -162,7 +165,7 @@ class PodNetwork:
 
     def _bridge_conf(self) -> bytes:
         return json.dumps({
-            "cniVersion": "1.0.0", "name": "kybernetes", "type": "bridge", "bridge": self.bridge,
+            "cniVersion": "1.0.0", "name": NETWORK_NAME, "type": "bridge", "bridge": self.bridge,
             "isGateway": True, "ipMasq": False, "hairpinMode": True,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": str(self.pod_cidr),
                                                          "gateway": self.gateway}]],
@@ -255,7 +258,10 @@ class PodNetwork:
     def claim(self, pod_uid: str) -> str:
         """A wired namespace from the pool, now the pod's; its address ("" if the pool is
         empty)."""
-        self.note_demand()
+        # a pod wants a network: refill only once such demand has stopped for a while
+        # (refilling competes with the pods for the CPU)
+        self._last_demand = time.monotonic()
+        self._pool_low.set()
         if netns_path(pod_uid).exists():
             return ""  # the pod's own (after a restart): set up finds its address
         while self.pool:
@@ -277,16 +283,10 @@ class PodNetwork:
             return ip
         return ""
 
-    def note_demand(self) -> None:
-        """A pod wants a network: the pool is refilled only once such demand has stopped
-        for a while (refilling competes with the pods for the CPU)."""
-        self._last_demand = time.monotonic()
-        self._pool_low.set()
-
     def _rekey(self, ip: str, old: str, new: str) -> None:
         """Make host-local's record of ``ip`` name ``new`` instead of ``old`` (under its
         lock, so no plugin reads it half-written)."""
-        net_dir = self.data_dir / "ipam" / "kybernetes"
+        net_dir = self.data_dir / "ipam" / NETWORK_NAME
         record = net_dir / ip
         with open(net_dir / "lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -221,11 +221,10 @@ class PodWorker:
         if self.spec.get("hostNetwork"):
             self.pod_ip = self.mgr.node_address
         elif not self.pod_ip:
-            self.pod_ip = self.mgr.network.claim(self.uid)
-        if not self.pod_ip and not self.spec.get("hostNetwork"):
             try:
-                self.mgr.network.note_demand()
-                self.pod_ip = await self.mgr.network.setup(self.uid)
+                # a namespace wired ahead if there is one, else one wired now
+                self.pod_ip = self.mgr.network.claim(self.uid) or \
+                    await self.mgr.network.setup(self.uid)
             except NetworkError as e:
                 await self.event("FailedCreatePodSandBox",
                                  f"Failed to create pod sandbox: {e}", typ="Warning", once=True)

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from kybernetes.kubelet import spdy
+from kybernetes.kubelet.network import libc
 from kybernetes.kubelet.streams import FrameReader, frame, handshake
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,12 @@ class ForwardError(Exception):
 
 def _connect_blocking(netns: Path | None, port: int) -> socket.socket:
     own = target = -1
-    libc = ctypes.CDLL(None, use_errno=True)
+    c = libc()
     try:
         if netns is not None:
             own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             target = os.open(netns, os.O_RDONLY)
-            if libc.setns(target, CLONE_NEWNET) != 0:
+            if c.setns(target, CLONE_NEWNET) != 0:
                 err = ctypes.get_errno()
                 raise ForwardError(f"entering {netns}: {os.strerror(err)}")
         errors = []
@@ -88,7 +89,7 @@ def _connect_blocking(netns: Path | None, port: int) -> socket.socket:
         if own >= 0:
             # back to the agent's own namespace; if that failed this thread must not go on
             # (it is one of our own, ending right after)
-            if libc.setns(own, CLONE_NEWNET) != 0:
+            if c.setns(own, CLONE_NEWNET) != 0:
                 log.error("could not leave the network namespace %s", netns)
             os.close(own)
         if target >= 0:
