@@ -341,8 +341,10 @@ def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, nod
 def killall(data_dir: Path) -> None:
     """Stop every pod this machine's node agent runs and free what they hold."""
     from kybernetes.kubelet.cleanup import kill_all
+    from kybernetes.proxy.host import remove, table_name
 
     agent_dir = data_dir / "agent" if (data_dir / "agent").is_dir() else data_dir
+    remove(table_name(agent_dir), "10.96.0.0/12")
     uids = kill_all(agent_dir.resolve())
     click.echo(f"stopped {len(uids)} pod(s)")
 

@@ -86,7 +86,23 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
                      else "0.0.0.0")
     node_agent = NodeAgent(client, cfg)
     await node_agent.start()
-    return node_agent.stop
+    stop_proxy = await _start_proxy(client, data_dir, cfg.name)
+
+    async def stop() -> None:
+        await stop_proxy()
+        await node_agent.stop()
+
+    return stop
+
+
+async def _start_proxy(client: Any, data_dir: Path,
+                       node_name: str) -> Callable[[], Awaitable[None]]:
+    """The node's service proxy (Services' virtual IPs, NodePorts, load balancers)."""
+    from kybernetes.proxy.service import ServiceProxy
+
+    proxy = ServiceProxy(client, node_name=node_name, data_dir=data_dir)
+    await proxy.start()
+    return proxy.stop
 
 
 async def run_agent(*, server_url: str, token: str, ca_file: Path | None, data_dir: Path,

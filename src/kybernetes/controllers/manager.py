@@ -26,7 +26,7 @@ Stopper = Callable[[], Awaitable[None]]
 
 MODULES = ("garbagecollector", "namespace", "persistentvolume", "deployment", "daemonset",
            "statefulset", "cronjob", "job", "ttlafterfinished", "endpointslice", "disruption",
-           "nodelifecycle", "resourcequota", "podautoscaler")
+           "servicelb", "nodelifecycle", "resourcequota", "podautoscaler")
 
 
 async def _load(*modules: str) -> None:
@@ -97,22 +97,25 @@ async def start_controllers(client: Client, *, node_monitor_grace_period: float 
     stoppers += [jobs_informer.stop, job_ctl.stop, cronjob_ctl.stop, ttl_ctl.stop]
     # Endpoints, EndpointSlices and PodDisruptionBudget status: one pod and one Service
     # informer shared by the three
-    await _load("endpointslice", "disruption")
+    await _load("endpointslice", "disruption", "servicelb")
     from kybernetes.controllers.disruption import DisruptionController
     from kybernetes.controllers.endpoints import EndpointsController
     from kybernetes.controllers.endpointslice import EndpointSliceController
+    from kybernetes.controllers.servicelb import ServiceLBController
 
     ep_pods = shared_informer(client, "v1", "pods")
     ep_services = shared_informer(client, "v1", "services")
     endpoints_ctl = EndpointsController(client, pods=ep_pods, services=ep_services)
     slices_ctl = EndpointSliceController(client, pods=ep_pods, services=ep_services)
     disruption_ctl = DisruptionController(client, pods=ep_pods)
-    for start_controller in (endpoints_ctl.start, slices_ctl.start, disruption_ctl.start):
+    service_lb = ServiceLBController(client, services=ep_services)
+    for start_controller in (endpoints_ctl.start, slices_ctl.start, disruption_ctl.start,
+                             service_lb.start):
         await start_controller()
     ep_pods.start()
     ep_services.start()
     stoppers += [ep_pods.stop, ep_services.stop, endpoints_ctl.stop, slices_ctl.stop,
-                 disruption_ctl.stop]
+                 disruption_ctl.stop, service_lb.stop]
     # node lifecycle and taint eviction: silent nodes go Unknown and tainted, pods evicted
     await _load("nodelifecycle")
     from kybernetes.controllers.nodelifecycle import NodeLifecycleController

@@ -4,8 +4,8 @@
 The node's pod range is a /24 on a bridge of its own (``kyb`` and the range's address in
 hex, e.g. ``kyb0a2a0000``: a bridge holds one IPv4 gateway, so two agents on one machine
 need two bridges). The whole pod range (10.42.0.0/16)
-and the service range (10.96.0.0/12) also get ``unreachable`` routes on the host, so that
-no packet for them can ever leave through the default gateway.
+also gets an ``unreachable`` route on the host, so that no packet for it can ever leave
+through the default gateway (the service range is the service proxy's to route).
 
 Wiring a namespace costs ~30 ms of CPU (three plugin processes; the bridge's kernel work is
 most of it), and host-local serializes on its lock: ~60 namespaces a second at best. So the
@@ -142,12 +142,11 @@ def move_netns(src: Path, dst: Path) -> None:
 
 class PodNetwork:
     def __init__(self, data_dir: Path, pod_cidr: str, *, cluster_cidr: str = "10.42.0.0/16",
-                 service_cidr: str = "10.96.0.0/12", pool_size: int = 0) -> None:
+                 pool_size: int = 0) -> None:
         self.data_dir = data_dir
         self.pod_cidr = ipaddress.ip_network(pod_cidr)
         self.bridge = bridge_name(pod_cidr)
         self.cluster_cidr = cluster_cidr
-        self.service_cidr = service_cidr
         self.cni_dir = next((p for p in CNI_PATHS if Path(p, "bridge").exists()), "")
         self.gateway = str(next(self.pod_cidr.hosts()))
         self._ready = False
@@ -177,11 +176,11 @@ class PodNetwork:
         return json.dumps({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}).encode()
 
     async def ensure_host_routes(self) -> None:
-        """Keep the pod and service ranges on this machine (unreachable beyond it)."""
+        """Keep the pod range on this machine (unreachable beyond it; the service range
+        is the service proxy's)."""
         if self._ready:
             return
-        for cidr in (self.cluster_cidr, self.service_cidr):
-            await _run("ip", "route", "replace", "unreachable", cidr, check=False)
+        await _run("ip", "route", "replace", "unreachable", self.cluster_cidr, check=False)
         self._ready = True
 
     def _env(self, command: str, pod_uid: str, ifname: str) -> dict[str, str]:

@@ -965,6 +965,8 @@ class PodManager:
         await self.services.wait_synced()
         self.runtime.ensure_state_tmpfs()
         await self.cleanup_orphans()
+        if self.network.available():  # the pod range stays here before any pod runs
+            await self.network.ensure_host_routes()
         self.network.start_pool()
 
     async def stop(self) -> None:

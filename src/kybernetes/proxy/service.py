@@ -1,0 +1,124 @@
+"""The service proxy: Services and EndpointSlices, watched, kept as kernel DNAT rules.
+
+Every change to a Service or EndpointSlice marks the rules stale; a task then rebuilds
+them from the informers' caches (:mod:`kybernetes.proxy.rules`) and installs them in
+one nft transaction, coalescing the changes that arrive meanwhile. A pod that turns
+unready or is deleted leaves its slice, and so the rules, within one such sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from kybernetes.aio.tasks import cancel_and_wait, spawn
+from kybernetes.client import Client, EventHandler, Informer, object_key, shared_informer
+from kybernetes.proxy import host
+from kybernetes.proxy.rules import Installed, ServicePort, render, service_ports
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+SERVICE_INDEX = "proxy/service-name"
+COALESCE_SECONDS = 0.01
+RETRY_SECONDS = 1.0
+
+
+def _slice_service(obj: Obj) -> list[str]:
+    meta = obj.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return [f"{meta.get('namespace', '')}/{name}"] if name else []
+
+
+class ServiceProxy:
+    """kube-proxy for one node: ``start`` installs the rules, ``stop`` removes them."""
+
+    def __init__(self, client: Client, *, node_name: str, data_dir: Path,
+                 service_cidr: str = "10.96.0.0/12") -> None:
+        self.client = client
+        self.node_name = node_name
+        self.service_cidr = service_cidr
+        self.table = host.table_name(data_dir)
+        self.services: Informer = shared_informer(client, "v1", "services")
+        self.slices: Informer = shared_informer(client, "discovery.k8s.io/v1",
+                                                "endpointslices")
+        self._dirty = asyncio.Event()
+        self._handlers: list[tuple[Informer, EventHandler]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._installed: Installed | None = None
+        self._last: list[ServicePort] | None = None
+        self.syncs = 0
+        self.last_sync = 0.0
+
+    async def start(self) -> bool:
+        ok, why = host.available()
+        if not ok:
+            log.warning("%s: Services' virtual IPs will not answer on this node", why)
+            return False
+        self.slices.add_index(SERVICE_INDEX, _slice_service)
+        mark = self._dirty.set
+        for inf in (self.services, self.slices):
+            self._handlers.append((inf, inf.add_handler(
+                on_add=lambda _o: mark(), on_update=lambda _o, _n: mark(),
+                on_delete=lambda _o: mark())))
+            inf.start()
+        await asyncio.to_thread(host.ensure_service_route, self.service_cidr)
+        for inf in (self.services, self.slices):
+            await inf.wait_synced()
+        self._dirty.set()
+        self._task = spawn(self._run(), name="service-proxy")
+        return True
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        await cancel_and_wait(self._task)
+        self._task = None
+        for inf, handler in self._handlers:
+            inf.remove_handler(handler)
+            await inf.stop()
+        await asyncio.to_thread(host.remove, self.table, self.service_cidr)
+
+    def ports(self) -> list[ServicePort]:
+        out: list[ServicePort] = []
+        for svc in self.services.list():
+            slices = self.slices.by_index(SERVICE_INDEX, object_key(svc))
+            out += service_ports(svc, slices)
+        return out
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(COALESCE_SECONDS)
+            self._dirty.clear()
+            ports = self.ports()
+            if ports == self._last:
+                continue
+            script, installed = render(ports, table=self.table, node=self.node_name,
+                                       service_cidr=self.service_cidr,
+                                       previous=self._installed)
+            t0 = time.monotonic()
+            error = await asyncio.to_thread(self._apply, script)
+            if error:
+                log.error("cannot install the service rules: %s", error)
+                self._installed = None  # start the table afresh next time
+                self._last = None
+                await asyncio.sleep(RETRY_SECONDS)
+                self._dirty.set()
+                continue
+            self._installed, self._last = installed, ports
+            self.syncs += 1
+            self.last_sync = time.time()
+            log.debug("service rules synced: %d ports in %.1f ms", len(ports),
+                      (time.monotonic() - t0) * 1000)
+
+    @staticmethod
+    def _apply(script: str) -> str:
+        error = host.apply(script)
+        if not error:
+            host.allow_localhost_node_ports()
+        return error
