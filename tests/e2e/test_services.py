@@ -11,6 +11,7 @@ import http.client
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dnslib import RCODE, DNSRecord
 
 from kybernetes.proxy.host import table_name
 from tests.e2e.cluster import SCENARIOS, Cluster, agent_cluster, wait_for
@@ -102,6 +104,7 @@ def ask(target):
 out = {}
 targets = {"clusterip": (os.environ["ML_MODEL_SERVICE_HOST"],
                          int(os.environ["ML_MODEL_SERVICE_PORT"])),
+           "dns": ("ml-model.default.svc.cluster.local", 80),
            "nodeport": (node, int(sys.argv[1])), "loadbalancer": (node, 80)}
 with ThreadPoolExecutor(4) as pool:
     for name, target in targets.items():
@@ -111,9 +114,10 @@ print(json.dumps(out))
 
 
 def test_serve_model_is_spread_over_its_replicas(served: tuple[Cluster, dict[str, Any]]) -> None:
-    """3,000 requests each to the ClusterIP, the NodePort (on localhost) and the load
-    balancer's address, from the host and from a pod (the node's address: its
-    gateway), each replica getting a third ±15 %."""
+    """3,000 requests each to the ClusterIP, the Service's DNS name, the NodePort (on
+    localhost) and the load balancer's address, from the host (the name looked up in the
+    node's cluster DNS) and from a pod (the node's address: its gateway), each replica
+    getting a third ±15 %."""
     c, svc = served
     pods = replicas(c)
     assert len(pods) == 3
@@ -122,8 +126,10 @@ def test_serve_model_is_spread_over_its_replicas(served: tuple[Cluster, dict[str
     [lb] = [i["ip"] for i in svc["status"]["loadBalancer"]["ingress"]]
     assert lb == "127.0.0.1"  # the node's address (the test server advertises loopback)
     assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network("10.96.0.0/12")
+    [dns_ip] = resolve(c, "ml-model.default.svc.cluster.local")
+    assert dns_ip == cluster_ip
     for what, host, port in (("ClusterIP", cluster_ip, 80), ("NodePort", "127.0.0.1", node_port),
-                             ("LoadBalancer", lb, 80)):
+                             ("LoadBalancer", lb, 80), ("the DNS name", dns_ip, 80)):
         assert_even(spread(host, port), pods, f"{what} from the host")
 
     c.kubectl("apply", "-f", "-", input=json.dumps({
@@ -138,6 +144,76 @@ def test_serve_model_is_spread_over_its_replicas(served: tuple[Cluster, dict[str
     assert phase == "Succeeded", logs
     for what, counts in json.loads(logs.splitlines()[-1]).items():
         assert_even(counts, pods, f"{what} from a pod")
+
+
+def resolve(c: Cluster, name: str, qtype: str = "A") -> list[str]:
+    """Ask the node's cluster DNS (on its pod gateway address) from the host."""
+    gateway = str(next(ipaddress.ip_network(c.pod_cidr).hosts()))
+    reply = DNSRecord.parse(DNSRecord.question(name, qtype).send(gateway, 53, timeout=3))
+    if reply.header.rcode == RCODE.NXDOMAIN:
+        return ["NXDOMAIN"]
+    return [str(rr.rdata) for rr in reply.rr]
+
+
+STATEFULSET = """
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 8000}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: python:3.11
+        command: [python, -m, http.server, "8000"]
+        ports: [{name: http, containerPort: 8000}]
+        readinessProbe: {tcpSocket: {port: 8000}, periodSeconds: 1}
+"""
+
+RESOLVE = """
+import socket, sys
+for name in sys.argv[1:]:
+    try:
+        print(name, socket.gethostbyname(name))
+    except socket.gaierror as e:
+        print(name, "error", e.errno)
+"""
+
+
+def test_statefulset_pods_resolve_each_other(served: tuple[Cluster, dict[str, Any]]) -> None:
+    """A StatefulSet's pods find each other as ``<pod>.<service>`` through the node's
+    cluster DNS and their search path; unknown names are NXDOMAIN; SRV records name
+    each pod."""
+    c, _ = served
+    c.kubectl("apply", "-f", "-", input=STATEFULSET)
+    c.kubectl("rollout", "status", "statefulset/web", "--timeout=60s", timeout=70)
+    ips = {p["metadata"]["name"]: p["status"]["podIP"]
+           for p in c.kubectl_json("get", "pods", "-l", "app=web")["items"]}
+    assert set(ips) == {"web-0", "web-1"}
+    out = c.kubectl("exec", "web-0", "--", "python", "-c", RESOLVE, "web-1.web", "web-0.web",
+                    "web.default.svc.cluster.local",
+                    "nobody.web.default.svc.cluster.local.").stdout
+    got = dict(line.split(" ", 1) for line in out.splitlines())
+    assert got["web-1.web"] == ips["web-1"] and got["web-0.web"] == ips["web-0"]
+    assert got["web.default.svc.cluster.local"] in ips.values()
+    # (fully qualified: a short unknown name would go on to the host's resolvers)
+    assert got["nobody.web.default.svc.cluster.local."] == f"error {socket.EAI_NONAME}"
+    assert resolve(c, "nobody.web.default.svc.cluster.local") == ["NXDOMAIN"]
+    assert sorted(resolve(c, "_http._tcp.web.default.svc.cluster.local", "SRV")) == [
+        f"0 50 8000 {pod}.web.default.svc.cluster.local." for pod in ("web-0", "web-1")]
+    c.kubectl("delete", "-f", "-", input=STATEFULSET)
 
 
 def test_session_affinity_keeps_a_client_on_one_replica(

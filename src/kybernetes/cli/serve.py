@@ -86,7 +86,7 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
                      else "0.0.0.0")
     node_agent = NodeAgent(client, cfg)
     await node_agent.start()
-    stop_proxy = await _start_proxy(client, data_dir, cfg.name)
+    stop_proxy = await _start_proxy(client, data_dir, cfg.name, opts.pod_cidr)
 
     async def stop() -> None:
         await stop_proxy()
@@ -95,14 +95,35 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
     return stop
 
 
-async def _start_proxy(client: Any, data_dir: Path,
-                       node_name: str) -> Callable[[], Awaitable[None]]:
-    """The node's service proxy (Services' virtual IPs, NodePorts, load balancers)."""
-    from kybernetes.proxy.service import ServiceProxy
+async def _start_proxy(client: Any, data_dir: Path, node_name: str,
+                       pod_cidr: str) -> Callable[[], Awaitable[None]]:
+    """The node's service proxy (Services' virtual IPs, NodePorts, load balancers) and
+    cluster DNS (on the pod gateway address, which the node agent gives pods as their
+    nameserver)."""
+    import ipaddress
+    import os
+
+    from kybernetes.proxy.dns import ClusterDNS, Records
+    from kybernetes.proxy.service import SERVICE_INDEX, ServiceProxy
 
     proxy = ServiceProxy(client, node_name=node_name, data_dir=data_dir)
     await proxy.start()
-    return proxy.stop
+    dns: ClusterDNS | None = None
+    if os.geteuid() == 0:
+        gateway = str(next(ipaddress.ip_network(pod_cidr).hosts()))
+        dns = ClusterDNS(Records(proxy.services, proxy.slices, SERVICE_INDEX), address=gateway)
+        try:
+            await dns.start()
+        except OSError as e:
+            log.error("cluster DNS cannot listen on %s:53: %s", gateway, e)
+            dns = None
+
+    async def stop() -> None:
+        if dns is not None:
+            await dns.stop()
+        await proxy.stop()
+
+    return stop
 
 
 async def run_agent(*, server_url: str, token: str, ca_file: Path | None, data_dir: Path,

@@ -43,6 +43,7 @@ BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0
 """A container that ran this long without failing starts its back-off afresh."""
 OBJECT_CACHE_TTL = 5.0
+CLUSTER_DOMAIN = "cluster.local"
 STARTING_CONCURRENCY = 4
 """Pods brought up at once: a burst then finishes pod after pod (first come, first
 ready) instead of all pods together at the end."""
@@ -243,7 +244,7 @@ class PodWorker:
         etc.mkdir(parents=True, exist_ok=True)
         hostname = self.spec.get("hostname") or self.name
         sub = self.spec.get("subdomain")
-        fqdn = f"{hostname}.{sub}.{self.namespace}.svc.cluster.local" if sub else ""
+        fqdn = f"{hostname}.{sub}.{self.namespace}.svc.{CLUSTER_DOMAIN}" if sub else ""
         if self.spec.get("hostNetwork"):
             hostname = os.uname().nodename
         lines = ["# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost",
@@ -881,16 +882,40 @@ class PodManager:
         return out
 
     def resolv_conf(self, pod: Obj) -> str:
+        """The pod's ``/etc/resolv.conf``, as the kubelet writes it: ``ClusterFirst`` (the
+        default; ``ClusterFirstWithHostNet`` with ``hostNetwork``) asks the node's cluster
+        DNS (on the pod gateway) with the namespace's search path and ``ndots:5``;
+        ``Default`` (and ``ClusterFirst`` with ``hostNetwork``) takes the host's; ``None``
+        only ``dnsConfig``, which the others are merged with."""
+        spec = pod.get("spec") or {}
         ns = pod["metadata"].get("namespace", "default")
+        policy = spec.get("dnsPolicy") or "ClusterFirst"
         host = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
-        nameservers = [line for line in host.splitlines() if line.startswith("nameserver")]
-        policy = (pod.get("spec") or {}).get("dnsPolicy", "ClusterFirst")
-        search = [] if policy == "Default" else \
-            [f"{ns}.svc.cluster.local", "svc.cluster.local", "cluster.local"]
-        lines = nameservers or ["nameserver 127.0.0.1"]
+        words = [line.split() for line in host.splitlines() if not line.startswith(("#", ";"))]
+        nameservers = [w[1] for w in words if len(w) > 1 and w[0] == "nameserver"]
+        search = [d for w in words if w and w[0] in ("search", "domain") for d in w[1:]]
+        options = [o for w in words if w and w[0] == "options" for o in w[1:]]
+        cluster = policy == "ClusterFirstWithHostNet" or (
+            policy == "ClusterFirst" and not spec.get("hostNetwork"))
+        if policy == "None":
+            nameservers, search, options = [], [], []
+        elif cluster and self.network.available():
+            nameservers = [self.network.gateway]
+            search = [f"{ns}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN,
+                      *search]
+            options = ["ndots:5"]
+        cfg = spec.get("dnsConfig") or {}
+        nameservers = list(dict.fromkeys([*nameservers, *(cfg.get("nameservers") or [])]))
+        search = list(dict.fromkeys([*search, *(cfg.get("searches") or [])]))
+        merged = {o.split(":", 1)[0]: o for o in options}
+        for o in cfg.get("options") or []:
+            name = o.get("name", "")
+            merged[name] = f"{name}:{o['value']}" if o.get("value") is not None else name
+        lines = [f"nameserver {n}" for n in nameservers[:3]] or ["nameserver 127.0.0.1"]
         if search:
-            lines.append("search " + " ".join(search))
-        lines.append("options ndots:5")
+            lines.append("search " + " ".join(search[:32]))
+        if merged:
+            lines.append("options " + " ".join(merged.values()))
         return "\n".join(lines) + "\n"
 
     async def event(self, pod: Obj, reason: str, message: str, *, typ: str = "Normal",

@@ -55,10 +55,8 @@ class ServiceProxy:
         self.last_sync = 0.0
 
     async def start(self) -> bool:
-        ok, why = host.available()
-        if not ok:
-            log.warning("%s: Services' virtual IPs will not answer on this node", why)
-            return False
+        """Watch Services and slices; install the rules if this machine can (returns
+        whether it does: without, the caches still serve the cluster DNS)."""
         self.slices.add_index(SERVICE_INDEX, _slice_service)
         mark = self._dirty.set
         for inf in (self.services, self.slices):
@@ -66,21 +64,26 @@ class ServiceProxy:
                 on_add=lambda _o: mark(), on_update=lambda _o, _n: mark(),
                 on_delete=lambda _o: mark())))
             inf.start()
-        await asyncio.to_thread(host.ensure_service_route, self.service_cidr)
         for inf in (self.services, self.slices):
             await inf.wait_synced()
+        ok, why = host.available()
+        if not ok:
+            log.warning("%s: Services' virtual IPs will not answer on this node", why)
+            return False
+        await asyncio.to_thread(host.ensure_service_route, self.service_cidr)
         self._dirty.set()
         self._task = spawn(self._run(), name="service-proxy")
         return True
 
     async def stop(self) -> None:
+        for inf, handler in self._handlers:
+            inf.remove_handler(handler)
+            await inf.stop()
+        self._handlers = []
         if self._task is None:
             return
         await cancel_and_wait(self._task)
         self._task = None
-        for inf, handler in self._handlers:
-            inf.remove_handler(handler)
-            await inf.stop()
         await asyncio.to_thread(host.remove, self.table, self.service_cidr)
 
     def ports(self) -> list[ServicePort]:
