@@ -45,6 +45,10 @@ class Cluster:
     pod_cidr: str = field(default_factory=lambda: f"10.42.{random.randint(100, 250)}.0/24")
     """Each test server's own range (and so its own bridge): several may run side by side."""
     extra_args: list[str] = field(default_factory=list)
+    ingress_port: int = field(default_factory=free_port)
+    ingress_tls_port: int = field(default_factory=free_port)
+    """The ingress controller's ports (free ones: the defaults would clash between the
+    servers the suite runs side by side)."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -91,12 +95,16 @@ class Cluster:
                            f"{self.log_path.read_text()[-3000:]}")
 
     def pool_args(self) -> list[str]:
-        """A small pool of pre-wired pod networks unless the test asks otherwise: the
-        default (the node's 110 pods) costs ~4 s of CPU per server start, which the
-        suite's many servers need not spend."""
-        if "--pod-network-pool" in self.extra_args or "--disable-agent" in self.extra_args:
+        """A small pool of pre-wired pod networks unless the test asks otherwise (the
+        default, the node's 110 pods, costs ~4 s of CPU per server start, which the
+        suite's many servers need not spend), and the ingress controller's ports."""
+        if "--disable-agent" in self.extra_args:
             return []
-        return ["--pod-network-pool", "4"]
+        ingress = ["--ingress-http-port", str(self.ingress_port), "--ingress-https-port",
+                   str(self.ingress_tls_port)]
+        if "--pod-network-pool" in self.extra_args:
+            return ingress
+        return ["--pod-network-pool", "4", *ingress]
 
     def killall(self) -> None:
         """Stop the pods the server's node agent left running (tests clean up after

@@ -66,6 +66,24 @@ def _sans(hosts: list[str]) -> list[Any]:
     return out
 
 
+def self_signed_pem(common_name: str, hosts: list[str]) -> tuple[bytes, bytes]:
+    """A self-signed serving certificate and its key, in PEM (e.g. the ingress
+    controller's default certificate, or a test's)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    key = _key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
+            .add_extension(x509.SubjectAlternativeName(_sans(hosts)), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
 def ensure_pki(data_dir: Path, *, extra_hosts: list[str] | None = None) -> PKI:
     """Create (once) the CA, the serving certificate and the admin token."""
     # cryptography is imported only when something must be generated (start-up speed)

@@ -210,6 +210,11 @@ def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
 @click.option("--pod-cidr", default="10.42.0.0/24", show_default=True,
               help="Addresses of this node's pods (a /24 of 10.42.0.0/16).")
 @click.option("--disable-agent", is_flag=True, help="Run the control plane without a node.")
+@click.option("--ingress-http-port", type=click.IntRange(0, 65535), default=8080,
+              show_default=True, help="The ingress controller's HTTP port on this machine "
+              "(0: none).")
+@click.option("--ingress-https-port", type=click.IntRange(0, 65535), default=8443,
+              show_default=True, help="The ingress controller's HTTPS port (0: none).")
 @click.option("--scheduler-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A KubeSchedulerConfiguration file (profiles, plugins, "
               "weights; docs/scheduler.md).")
@@ -224,7 +229,8 @@ def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
 @click.option("-v", "--verbose", count=True)
 def server(data_dir: Path, port: int, bind_address: str, advertise_address: str, fsync: bool,
            node_name: str, agent_port: int, fake_gpus: int, taints: tuple[str, ...],
-           pod_cidr: str, disable_agent: bool, container_log_max_size: str,
+           pod_cidr: str, disable_agent: bool, ingress_http_port: int,
+           ingress_https_port: int, container_log_max_size: str,
            container_log_max_files: int, eviction_hard: str, eviction_monitoring_period: float,
            pod_network_pool: int,
            fake_nodes: int, fake_node_cpu: str, fake_node_memory: str, fake_node_gpus: int,
@@ -266,7 +272,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
         node_name=node_name, port=agent_port, fake_gpus=fake_gpus, taints=list(taints),
         pod_cidr=pod_cidr, log_max_size=container_log_max_size,
         log_max_files=container_log_max_files, eviction_hard=eviction_hard,
-        eviction_period=eviction_monitoring_period, network_pool=pod_network_pool)
+        eviction_period=eviction_monitoring_period, network_pool=pod_network_pool,
+        ingress_http_port=ingress_http_port, ingress_https_port=ingress_https_port)
     code = runner(run_server(data_dir=data_dir.resolve(), port=port, host=bind_address,
                              advertise_address=advertise_address, fsync=fsync, agent=agent,
                              fake_nodes=fake if fake.enabled else None,

@@ -33,6 +33,9 @@ class AgentOptions:
     eviction_hard: str = ""
     eviction_period: float = 10.0
     network_pool: int = 0
+    ingress_http_port: int = 0
+    ingress_https_port: int = 0
+    """The ingress controller runs beside the server's own node agent (0: not here)."""
 
 
 @dataclass
@@ -86,7 +89,7 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
                      else "0.0.0.0")
     node_agent = NodeAgent(client, cfg)
     await node_agent.start()
-    stop_proxy = await _start_proxy(client, data_dir, cfg.name, opts.pod_cidr)
+    stop_proxy = await _start_proxy(client, data_dir, cfg.name, opts, address=cfg.address)
 
     async def stop() -> None:
         await stop_proxy()
@@ -95,11 +98,11 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
     return stop
 
 
-async def _start_proxy(client: Any, data_dir: Path, node_name: str,
-                       pod_cidr: str) -> Callable[[], Awaitable[None]]:
-    """The node's service proxy (Services' virtual IPs, NodePorts, load balancers) and
+async def _start_proxy(client: Any, data_dir: Path, node_name: str, opts: AgentOptions, *,
+                       address: str) -> Callable[[], Awaitable[None]]:
+    """The node's service proxy (Services' virtual IPs, NodePorts, load balancers),
     cluster DNS (on the pod gateway address, which the node agent gives pods as their
-    nameserver)."""
+    nameserver) and, if asked for, the ingress controller."""
     import ipaddress
     import os
 
@@ -108,20 +111,33 @@ async def _start_proxy(client: Any, data_dir: Path, node_name: str,
 
     proxy = ServiceProxy(client, node_name=node_name, data_dir=data_dir)
     await proxy.start()
-    dns: ClusterDNS | None = None
+    stoppers: list[Callable[[], Awaitable[None]]] = [proxy.stop]
     if os.geteuid() == 0:
-        gateway = str(next(ipaddress.ip_network(pod_cidr).hosts()))
+        gateway = str(next(ipaddress.ip_network(opts.pod_cidr).hosts()))
         dns = ClusterDNS(Records(proxy.services, proxy.slices, SERVICE_INDEX), address=gateway)
         try:
             await dns.start()
+            stoppers.append(dns.stop)
         except OSError as e:
             log.error("cluster DNS cannot listen on %s:53: %s", gateway, e)
-            dns = None
+    if opts.ingress_http_port or opts.ingress_https_port:
+        from kybernetes.proxy.ingress import IngressController
+
+        ingress = IngressController(
+            client, services=proxy.services, slices=proxy.slices, slice_index=SERVICE_INDEX,
+            traffic=proxy.traffic, address=address, http_port=opts.ingress_http_port,
+            https_port=opts.ingress_https_port, state_dir=data_dir / "ingress",
+            bind="127.0.0.1" if address.startswith("127.") else "0.0.0.0")
+        try:
+            await ingress.start()
+            stoppers.append(ingress.stop)
+        except OSError as e:
+            log.error("the ingress controller cannot listen: %s", e)
+            await ingress.stop()
 
     async def stop() -> None:
-        if dns is not None:
-            await dns.stop()
-        await proxy.stop()
+        for stop_one in reversed(stoppers):
+            await stop_one()
 
     return stop
 

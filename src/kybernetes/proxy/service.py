@@ -18,6 +18,7 @@ from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.client import Client, EventHandler, Informer, object_key, shared_informer
 from kybernetes.proxy import host
 from kybernetes.proxy.rules import Installed, ServicePort, render, service_ports
+from kybernetes.proxy.traffic import shared as traffic_shared
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -52,6 +53,7 @@ class ServiceProxy:
         self._installed: Installed | None = None
         self._last: list[ServicePort] | None = None
         self.syncs = 0
+        self.traffic = traffic_shared()
         self.last_sync = 0.0
 
     async def start(self) -> bool:
