@@ -2,23 +2,26 @@
 ``autoscale.yaml`` scenario over ``serve-model.yaml`` scales up while the model's pods burn
 CPU and, once the load stops, back down to ``minReplicas`` step by step.
 
-The scenario's third metric (External ``requests_per_second``) has no provider until the
-networking issue serves ``external.metrics.k8s.io``: as upstream does, the autoscaler then
-still scales up on the metrics it has, but never down, and says so in ScalingActive.
-The test shows that, then removes the External metric to watch the scale-down.
+The scenario's third metric, External ``requests_per_second``, is the request rate the
+service proxy measures (``external.metrics.k8s.io``): a bounded HTTP load on the
+Service's load balancer address scales the model up, and it comes back down after.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kybernetes.api import quantity
 from tests.e2e.cluster import KUBECTL, SCENARIOS, Cluster, agent_cluster
 from tests.e2e.test_pods import ready, wait_for
 
@@ -68,13 +71,15 @@ def test_autoscale_scenario_scales_up_under_load_and_back_down(hpa_cluster: Clus
         and all(ready(p) for p in ps) and ps, timeout=90)
     c.kubectl("apply", "-f", str(SCENARIOS / "autoscale.yaml"))
 
-    # idle: CPU and memory are read; the external metric has no API yet, so no scale-down
-    hpa = wait_for("metrics in the autoscaler's status", lambda: (h := _hpa(c)) and any(
-        (m.get("resource") or {}).get("name") == "cpu"
-        for m in (h.get("status") or {}).get("currentMetrics") or ()) and h, timeout=60)
+    # idle: CPU, memory and the request rate (none) are read; the 5 min scale-down
+    # window keeps the 3 replicas
+    hpa = wait_for("metrics in the autoscaler's status", lambda: (h := _hpa(c)) and len(
+        (h.get("status") or {}).get("currentMetrics") or ()) == 3 and h, timeout=60)
     active = _condition(hpa, "ScalingActive")
-    assert active["status"] == "False" and active["reason"] == "FailedGetExternalMetric", active
-    assert "requests_per_second" in active["message"]
+    assert active["status"] == "True" and active["reason"] == "ValidMetricFound", active
+    [rate] = [m for m in hpa["status"]["currentMetrics"] if m["type"] == "External"]
+    assert rate["external"]["metric"]["name"] == "requests_per_second"
+    assert rate["external"]["current"]["averageValue"] == "0"
     assert _replicas(c) == 3
     table = c.kubectl("get", "hpa", "ml-model-hpa").stdout
     assert "Deployment/ml-model" in table and "cpu: " in table and "/70%" in table, table
@@ -108,9 +113,8 @@ def test_autoscale_scenario_scales_up_under_load_and_back_down(hpa_cluster: Clus
         return int(cpu[0]["resource"]["current"]["averageUtilization"]) if cpu else 100
     wait_for("the load gone from the metrics", lambda: cpu_now() < 70, timeout=30)
 
-    # without the External metric, and a short scale-down window, it comes back down
+    # with a short scale-down window, it comes back down
     c.kubectl("patch", "hpa", "ml-model-hpa", "--type=json", "-p", json.dumps([
-        {"op": "remove", "path": "/spec/metrics/2"},
         {"op": "add", "path": "/spec/behavior",
          "value": {"scaleDown": {"stabilizationWindowSeconds": 6}}}]))
     seen = [_replicas(c)]
@@ -125,3 +129,63 @@ def test_autoscale_scenario_scales_up_under_load_and_back_down(hpa_cluster: Clus
     hpa = _hpa(c)
     assert _condition(hpa, "ScalingActive")["reason"] == "ValidMetricFound"
     assert hpa["status"]["desiredReplicas"] == 2
+
+
+@pytest.fixture
+def fast_hpa_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Autoscalers syncing every 2 s with a 6 s scale-down window."""
+    yield from agent_cluster(tmp_path, "--horizontal-pod-autoscaler-sync-period", "2s",
+                             "--horizontal-pod-autoscaler-downscale-stabilization", "6s")
+
+
+def _load(host: str, port: int, stop: threading.Event, counts: list[int]) -> None:
+    """POST /predict on new connections until ``stop``, for 40 s or 40,000 requests at most."""
+    deadline = time.monotonic() + 40
+    while not stop.is_set() and time.monotonic() < deadline and counts[0] < 40000:
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        try:
+            conn.request("POST", "/predict", body=b'{"features": [1, 2, 3]}')
+            conn.getresponse().read()
+            counts[0] += 1
+        except OSError:
+            counts[1] += 1
+        finally:
+            conn.close()
+
+
+def test_request_rate_scales_the_model_up_and_back_down(fast_hpa_cluster: Cluster) -> None:
+    """autoscale.yaml's External ``requests_per_second`` (target 50 per replica): idle, the
+    model goes down to minReplicas; a bounded load on the load balancer address raises the
+    rate above the target and the replicas with it; after the load they come back down."""
+    c = fast_hpa_cluster
+    c.kubectl("apply", "-f", str(SCENARIOS / "serve-model.yaml"))
+    c.kubectl("rollout", "status", "deployment/ml-model", "--timeout=90s", timeout=100)
+    lb = wait_for("the load balancer's address", lambda: (c.kubectl_json(
+        "get", "service", "ml-model").get("status") or {}).get("loadBalancer", {})
+        .get("ingress"))[0]["ip"]
+    c.kubectl("apply", "-f", str(SCENARIOS / "autoscale.yaml"))
+    wait_for("the idle model at minReplicas", lambda: _replicas(c) == 2, timeout=90)
+
+    def rate() -> float:
+        metrics = (_hpa(c).get("status") or {}).get("currentMetrics") or ()
+        ext = [m for m in metrics if m["type"] == "External"]
+        return quantity.value(ext[0]["external"]["current"]["averageValue"]) if ext else 0.0
+
+    stop, counts = threading.Event(), [0, 0]
+    workers = [threading.Thread(target=_load, args=(lb, 80, stop, counts)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        wait_for("the request rate above target in the autoscaler", lambda: rate() > 50,
+                 timeout=40)
+        wait_for("a scale-up", lambda: _replicas(c) > 2, timeout=40)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+    assert counts[0] > 0
+    events = c.kubectl_json("get", "events", "--field-selector",
+                            "involvedObject.name=ml-model-hpa,reason=SuccessfulRescale")
+    assert any("above target" in e["message"] for e in events["items"]), events
+    wait_for("the rate to fall", lambda: rate() < 50, timeout=60)
+    wait_for("the scale-down to minReplicas", lambda: _replicas(c) == 2, timeout=120)

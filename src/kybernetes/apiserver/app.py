@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -33,6 +33,9 @@ from kybernetes.apiserver.metrics import Metrics
 from kybernetes.apiserver.objects import ObjectStore
 from kybernetes.apiserver.openapi import OpenAPI
 from kybernetes.apiserver.watch import WatchStream
+
+if TYPE_CHECKING:
+    from kybernetes.apiserver.externalmetrics import ExternalMetrics
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,8 @@ class APIServer:
             "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-11-22T00:00:00Z",
             "goVersion": "python", "compiler": "cpython", "platform": "linux/amd64"}
         self.watches = 0
+        self.external_metrics: ExternalMetrics | None = None
+        """The provider of ``external.metrics.k8s.io`` (see :mod:`.externalmetrics`)."""
 
     def store(self, res: Resource) -> ObjectStore:
         s = self._stores.get(id(res))
@@ -297,6 +302,10 @@ class APIServer:
                 await send_bytes(req.send, 200, data)
                 return 200
             group, version, rest = segs[1], segs[2], segs[3:]
+            if group == "external.metrics.k8s.io":
+                from kybernetes.apiserver import externalmetrics
+
+                return await externalmetrics.serve(self, req, version, rest)
         if not rest:
             data = self.discovery.resource_list(group, version)
             if data is None or req.method != "GET":

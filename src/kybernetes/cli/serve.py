@@ -73,7 +73,7 @@ async def _start_fake_nodes(client: Any, opts: FakeNodeOptions) -> Callable[[], 
 
 
 async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, address: str,
-                       control_plane: bool) -> Callable[[], Awaitable[None]]:
+                       control_plane: bool, api: Any = None) -> Callable[[], Awaitable[None]]:
     from kybernetes.kubelet.agent import NodeAgent
     from kybernetes.kubelet.node import NodeConfig, default_node_name, parse_taints
 
@@ -89,7 +89,8 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
                      else "0.0.0.0")
     node_agent = NodeAgent(client, cfg)
     await node_agent.start()
-    stop_proxy = await _start_proxy(client, data_dir, cfg.name, opts, address=cfg.address)
+    stop_proxy = await _start_proxy(client, data_dir, cfg.name, opts, address=cfg.address,
+                                    api=api)
 
     async def stop() -> None:
         await stop_proxy()
@@ -99,10 +100,11 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
 
 
 async def _start_proxy(client: Any, data_dir: Path, node_name: str, opts: AgentOptions, *,
-                       address: str) -> Callable[[], Awaitable[None]]:
+                       address: str, api: Any = None) -> Callable[[], Awaitable[None]]:
     """The node's service proxy (Services' virtual IPs, NodePorts, load balancers),
     cluster DNS (on the pod gateway address, which the node agent gives pods as their
-    nameserver) and, if asked for, the ingress controller."""
+    nameserver) and, if asked for, the ingress controller. With ``api`` (the server's
+    own node), the request rates they measure are its external metrics."""
     import ipaddress
     import os
 
@@ -112,6 +114,10 @@ async def _start_proxy(client: Any, data_dir: Path, node_name: str, opts: AgentO
     proxy = ServiceProxy(client, node_name=node_name, data_dir=data_dir)
     await proxy.start()
     stoppers: list[Callable[[], Awaitable[None]]] = [proxy.stop]
+    if api is not None:
+        from kybernetes.proxy.traffic import request_rates
+
+        api.external_metrics = request_rates(proxy.services, proxy.traffic)
     if os.geteuid() == 0:
         gateway = str(next(ipaddress.ip_network(opts.pod_cidr).hosts()))
         dns = ClusterDNS(Records(proxy.services, proxy.slices, SERVICE_INDEX), address=gateway)
@@ -380,7 +386,7 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
         try:
             stoppers.append(await _start_agent(client, cp.data_dir / "agent", agent,
                                                address=cp.advertise_address,
-                                               control_plane=True))
+                                               control_plane=True, api=cp.api))
         except OSError as e:
             # e.g. the agent's port is taken: the control plane is still worth serving
             log.error("the node agent could not start (%s); serving the API without a "

@@ -51,6 +51,21 @@ def apply(script: str) -> str:
     return proc.stderr.strip() if proc.returncode else ""
 
 
+def counters(table: str) -> dict[str, int]:
+    """The packets each named counter of ``table`` counted ({} if it cannot be read)."""
+    import json
+
+    proc = _run("nft", "-j", "list", "counters", "table", "ip", table)
+    if proc.returncode:
+        return {}
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        return {}
+    return {c["counter"]["name"]: int(c["counter"].get("packets", 0))
+            for c in doc.get("nftables", []) if "counter" in c}
+
+
 def tables() -> list[str]:
     """The proxies' tables on this machine."""
     out = _run("nft", "list", "tables", "ip").stdout

@@ -21,7 +21,8 @@ Only ready endpoints receive traffic; when none is ready, serving endpoints that
 terminating do (upstream's fallback, so a rolling update does not drop connections).
 
 Each sync replaces the chains in one transaction; the session-affinity sets keep their
-names (a hash of service port and endpoint) and so their entries across syncs.
+names (a hash of service port and endpoint) and so their entries across syncs, as do the
+named counters of each service port's new connections (read for the request rates).
 """
 
 from __future__ import annotations
@@ -148,6 +149,8 @@ class Installed:
 
     chains: set[str] = field(default_factory=set)
     sets: set[str] = field(default_factory=set)
+    counters: dict[str, str] = field(default_factory=dict)
+    """Named counter -> the ``namespace/service`` whose new connections it counts."""
 
 
 BASE_CHAINS = {
@@ -173,6 +176,10 @@ def _affinity_set(sp: ServicePort, ep: Endpoint) -> str:
     return f"aff-{_endpoint_id(sp, ep)}"
 
 
+def _counter(sp: ServicePort) -> str:
+    return "cnt-" + hashlib.sha1(f"{sp.name}/{sp.protocol}".encode()).hexdigest()[:12]
+
+
 @dataclass
 class _Builder:
     table: str
@@ -180,6 +187,7 @@ class _Builder:
     chains: dict[str, list[str]] = field(default_factory=dict)
     sets: dict[str, int] = field(default_factory=dict)
     """Affinity set name -> its timeout."""
+    counters: dict[str, str] = field(default_factory=dict)
     vips: list[str] = field(default_factory=list)
     local_ports: dict[tuple[str, int], str] = field(default_factory=dict)
 
@@ -187,7 +195,10 @@ class _Builder:
         name = f"ep-{_endpoint_id(sp, ep)}"
         if name in self.chains:
             return name
-        rules = [f"ip saddr {ep.ip} meta mark set meta mark | {MASQ_MARK:#x}"]
+        counter = _counter(sp)
+        self.counters[counter] = sp.name.split(":", 1)[0]
+        rules = [f"counter name {counter}",
+                 f"ip saddr {ep.ip} meta mark set meta mark | {MASQ_MARK:#x}"]
         if sp.affinity_timeout:
             aff = _affinity_set(sp, ep)
             self.sets[aff] = sp.affinity_timeout
@@ -276,9 +287,11 @@ def render(ports: list[ServicePort], *, table: str, node: str, service_cidr: str
         lines.append(f"add set {t} {name} {{ type ipv4_addr; flags dynamic,timeout; "
                      f"timeout {timeout}s; }}")
     lines += [f"delete set {t} {s}" for s in sorted(old.sets - b.sets.keys())]
+    lines += [f"add counter {t} {c}" for c in sorted(b.counters)]
+    lines += [f"delete counter {t} {c}" for c in sorted(old.counters.keys() - b.counters.keys())]
     for name in chains:
         base = BASE_CHAINS.get(name)
         lines.append(f"add chain {t} {name}" + (f" {{ {base} }}" if base else ""))
     for name, rules in chains.items():
         lines += [f"add rule {t} {name} {rule}" for rule in rules]
-    return "\n".join(lines) + "\n", Installed(set(chains), set(b.sets))
+    return "\n".join(lines) + "\n", Installed(set(chains), set(b.sets), dict(b.counters))

@@ -26,6 +26,8 @@ Obj = dict[str, Any]
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SERVICE_INDEX = "proxy/service-name"
 COALESCE_SECONDS = 0.01
+COUNTERS_SECONDS = 2.0
+"""How often the kernel path's connection counters are read (for the request rates)."""
 RETRY_SECONDS = 1.0
 
 
@@ -50,6 +52,8 @@ class ServiceProxy:
         self._dirty = asyncio.Event()
         self._handlers: list[tuple[Informer, EventHandler]] = []
         self._task: asyncio.Task[None] | None = None
+        self._counter_task: asyncio.Task[None] | None = None
+        self._packets: dict[str, int] = {}
         self._installed: Installed | None = None
         self._last: list[ServicePort] | None = None
         self.syncs = 0
@@ -75,6 +79,7 @@ class ServiceProxy:
         await asyncio.to_thread(host.ensure_service_route, self.service_cidr)
         self._dirty.set()
         self._task = spawn(self._run(), name="service-proxy")
+        self._counter_task = spawn(self._read_counters(), name="service-proxy-counters")
         return True
 
     async def stop(self) -> None:
@@ -84,8 +89,8 @@ class ServiceProxy:
         self._handlers = []
         if self._task is None:
             return
-        await cancel_and_wait(self._task)
-        self._task = None
+        await cancel_and_wait(self._task, self._counter_task)
+        self._task = self._counter_task = None
         await asyncio.to_thread(host.remove, self.table, self.service_cidr)
 
     def ports(self) -> list[ServicePort]:
@@ -120,6 +125,24 @@ class ServiceProxy:
             self.last_sync = time.time()
             log.debug("service rules synced: %d ports in %.1f ms", len(ports),
                       (time.monotonic() - t0) * 1000)
+
+    async def _read_counters(self) -> None:
+        """Add the new connections the kernel DNATed to each Service's request count."""
+        while True:
+            await asyncio.sleep(COUNTERS_SECONDS)
+            installed = self._installed
+            if installed is None or not installed.counters:
+                continue
+            now = await asyncio.to_thread(host.counters, self.table)
+            for name, packets in now.items():
+                service = installed.counters.get(name)
+                before = self._packets.get(name)
+                self._packets[name] = packets
+                if service is None or before is None:
+                    continue
+                new = packets - before if packets >= before else packets
+                ns, _, svc = service.partition("/")
+                self.traffic.add_connections(ns, svc, new)
 
     @staticmethod
     def _apply(script: str) -> str:

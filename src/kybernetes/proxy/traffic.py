@@ -34,6 +34,8 @@ class Traffic:
         """(namespace, service, path kind, ingress) -> counts; kind: ``ingress``/``service``."""
         self._seconds: dict[tuple[str, str], deque[list[float]]] = {}
         """(namespace, service) -> [second, requests] buckets, newest last."""
+        self._first: dict[tuple[str, str], float] = {}
+        """When each Service was first counted."""
 
     def record(self, namespace: str, service: str, status: int, seconds: float, *,
                ingress: str = "", via: str = "ingress", now: float | None = None,
@@ -51,6 +53,7 @@ class Traffic:
 
     def _count(self, namespace: str, service: str, requests: int, now: float | None) -> None:
         second = float(int(now if now is not None else time.time()))
+        self._first.setdefault((namespace, service), second)
         window = self._seconds.get((namespace, service))
         if window is None:
             window = self._seconds[(namespace, service)] = deque()
@@ -74,12 +77,17 @@ class Traffic:
         self._count(namespace, service, new, now)
 
     def rate(self, namespace: str, service: str, *, now: float | None = None) -> float:
-        """Requests per second over the last :data:`RATE_WINDOW` seconds (the current,
-        partial second left out)."""
+        """Requests per second over the last :data:`RATE_WINDOW` seconds, or since the
+        Service's first request if that is more recent (the current, partial second
+        left out)."""
         second = int(now if now is not None else time.time())
         window = self._seconds.get((namespace, service)) or deque()
-        done = [n for s, n in window if second - RATE_WINDOW <= s < second]
-        return sum(done) / RATE_WINDOW
+        done = [(s, n) for s, n in window if second - RATE_WINDOW <= s < second]
+        if not done:
+            return 0.0
+        first = self._first.get((namespace, service), done[0][0])
+        span = min(RATE_WINDOW, max(1, second - int(first)))
+        return sum(n for _, n in done) / span
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -129,3 +137,33 @@ def shared() -> Traffic:
         REGISTRY.register(traffic)
         _REGISTERED.append(traffic)
     return _REGISTERED[0]
+
+
+REQUEST_RATE_METRICS = ("requests_per_second", "requests-per-second")
+
+
+def request_rates(services: Any, traffic: Traffic) -> Any:
+    """The provider of the external metric ``requests_per_second`` (for
+    ``external.metrics.k8s.io``): one value per Service of the namespace whose pod
+    selector or own labels the metric's selector matches, the Service's request rate over
+    the last :data:`RATE_WINDOW` seconds (ingress requests plus kernel-path connections)."""
+
+    async def provide(namespace: str, metric: str, selector: Any) -> list[dict[str, Any]] | None:
+        if metric.lower() not in REQUEST_RATE_METRICS:
+            return None
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        items = []
+        for svc in services.list():
+            meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
+            if meta.get("namespace") != namespace:
+                continue
+            pods = spec.get("selector") or {}
+            if not (selector.matches(pods) or selector.matches(meta.get("labels") or {})):
+                continue
+            rate = traffic.rate(namespace, meta.get("name", ""), now=now)
+            items.append({"metricName": metric, "metricLabels": dict(pods),
+                          "timestamp": stamp, "value": f"{round(rate * 1000)}m"})
+        return items
+
+    return provide
