@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import random
+import socket
 import ssl
 import tempfile
 import time
@@ -320,6 +321,10 @@ class IngressController:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                      scheme: str = "http") -> None:
         peer = writer.get_extra_info("peername") or ("", 0)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # a response's head and body go out as soon as written
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             while True:
                 try:
@@ -430,8 +435,15 @@ class IngressController:
                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for ip, port in self.endpoints.pick(backend)[:3]:
             try:
-                return await asyncio.wait_for(asyncio.open_connection(ip, port, limit=HEAD_LIMIT),
-                                              CONNECT_TIMEOUT)
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(ip, port, limit=HEAD_LIMIT), CONNECT_TIMEOUT)
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    # ACK at once: a server that writes its head and body apart (Nagle on,
+                    # as Python's http.server) would otherwise wait out our delayed ACK
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                return reader, writer
             except (OSError, TimeoutError) as e:
                 log.debug("endpoint %s:%d of %s: %s", ip, port, backend.key, e)
         return None
