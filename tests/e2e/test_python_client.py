@@ -74,9 +74,19 @@ def test_deployments_crud_and_patch_types(api: client.ApiClient, namespace: str)
     assert apps.read_namespaced_deployment("d", namespace).spec.replicas == 3
     apps.patch_namespaced_deployment_scale("d", namespace, {"spec": {"replicas": 2}})
     assert apps.read_namespaced_deployment_scale("d", namespace).spec.replicas == 2
-    d = apps.read_namespaced_deployment("d", namespace)
-    d.spec.replicas = 4
-    assert apps.replace_namespaced_deployment("d", namespace, d).spec.replicas == 4
+    # a replace carries the resourceVersion it read: the controllers' status writes in
+    # between make the server answer 409, and the client reads again (client-go's
+    # RetryOnConflict)
+    for attempt in range(5):
+        d = apps.read_namespaced_deployment("d", namespace)
+        d.spec.replicas = 4
+        try:
+            replaced = apps.replace_namespaced_deployment("d", namespace, d)
+            break
+        except client.exceptions.ApiException as e:
+            if e.status != 409 or attempt == 4:
+                raise
+    assert replaced.spec.replicas == 4
     assert d.metadata.generation >= 1
     apps.delete_namespaced_deployment("d", namespace)
     assert apps.list_namespaced_deployment(namespace).items == []
