@@ -73,8 +73,12 @@ def test_autoscale_scenario_scales_up_under_load_and_back_down(hpa_cluster: Clus
 
     # idle: CPU, memory and the request rate (none) are read; the 5 min scale-down
     # window keeps the 3 replicas
-    hpa = wait_for("metrics in the autoscaler's status", lambda: (h := _hpa(c)) and len(
-        (h.get("status") or {}).get("currentMetrics") or ()) == 3 and h, timeout=60)
+    def all_three(h: dict[str, Any]) -> bool:
+        kinds = {(m.get("resource") or {}).get("name") or m.get("type")
+                 for m in (h.get("status") or {}).get("currentMetrics") or ()}
+        return kinds == {"cpu", "memory", "External"}
+    hpa = wait_for("the three metrics in the autoscaler's status",
+                   lambda: (h := _hpa(c)) and all_three(h) and h, timeout=60)
     active = _condition(hpa, "ScalingActive")
     assert active["status"] == "True" and active["reason"] == "ValidMetricFound", active
     [rate] = [m for m in hpa["status"]["currentMetrics"] if m["type"] == "External"]
