@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -140,10 +138,7 @@ def main() -> None:
         result["shim_processes"] = len(shims)
         result["shim_rss_mb_total"] = round(sum(p.memory_info().rss for p in shims) / 2**20, 1)
     finally:
-        server.stop()
-        subprocess.run([sys.executable, "-m", "kybernetes.cli.main", "killall", "--data-dir",
-                        str(tmp / "data")], capture_output=True, check=False, cwd=REPO)
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop_and_clean(tmp)
     report(result, args.out)
 
 

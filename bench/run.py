@@ -82,6 +82,13 @@ class Server:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=20)
 
+    def stop_and_clean(self, tmp: Path) -> None:
+        """Stop the server, stop the pods its node agent left running, remove ``tmp``."""
+        self.stop()
+        subprocess.run([sys.executable, "-m", "kybernetes.cli.main", "killall", "--data-dir",
+                        str(self.data_dir)], capture_output=True, check=False, cwd=REPO)
+        shutil.rmtree(tmp, ignore_errors=True)
+
     @property
     def token(self) -> str:
         return (self.data_dir / "pki" / "admin.token").read_text().strip()

@@ -228,10 +228,7 @@ def main() -> None:
             "note": "removal: the readiness flag deleted (probe period 1 s); unready seen: "
                     "the pod's Ready=False read from the API (polled every 20 ms)"}
     finally:
-        server.stop()
-        subprocess.run([sys.executable, "-m", "kybernetes.cli.main", "killall", "--data-dir",
-                        str(tmp / "data")], capture_output=True, check=False, cwd=REPO)
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop_and_clean(tmp)
     report(result, args.out)
 
 

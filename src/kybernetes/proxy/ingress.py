@@ -73,6 +73,17 @@ def _get(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((v for k, v in headers if k.lower() == name), None)
 
 
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+    """Copy exactly ``n`` bytes."""
+    while n:
+        chunk = await reader.read(min(n, 65536))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", n)
+        writer.write(chunk)
+        n -= len(chunk)
+        await writer.drain()
+
+
 async def _relay_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       headers: list[tuple[str, str]], *, until_eof: bool) -> bool:
     """Copy one message body; returns whether the message was framed (False: it ran
@@ -89,24 +100,10 @@ async def _relay_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                     writer.write(trailer)
                     if trailer == b"\r\n":
                         return True
-            remaining = size + 2
-            while remaining:
-                chunk = await reader.read(min(remaining, 65536))
-                if not chunk:
-                    raise asyncio.IncompleteReadError(b"", remaining)
-                writer.write(chunk)
-                remaining -= len(chunk)
-            await writer.drain()
+            await _copy(reader, writer, size + 2)  # the chunk and its CRLF
     length = _get(headers, "content-length")
     if length is not None:
-        remaining = int(length)
-        while remaining:
-            chunk = await reader.read(min(remaining, 65536))
-            if not chunk:
-                raise asyncio.IncompleteReadError(b"", remaining)
-            writer.write(chunk)
-            remaining -= len(chunk)
-            await writer.drain()
+        await _copy(reader, writer, int(length))
         return True
     if not until_eof:
         return True

@@ -182,7 +182,6 @@ def _counter(sp: ServicePort) -> str:
 
 @dataclass
 class _Builder:
-    table: str
     node: str
     chains: dict[str, list[str]] = field(default_factory=dict)
     sets: dict[str, int] = field(default_factory=dict)
@@ -253,7 +252,7 @@ def render(ports: list[ServicePort], *, table: str, node: str, service_cidr: str
     """The ``nft -f`` script that makes ``table`` route ``ports``, and what it leaves
     installed. With ``previous`` (the last sync's :class:`Installed`), the chains are
     replaced in place and the affinity sets kept; without, the table starts afresh."""
-    b = _Builder(table, node)
+    b = _Builder(node)
     for i, sp in enumerate(sorted(ports, key=lambda p: (p.name, p.protocol, p.port))):
         b.add(i, sp)
     services = []
