@@ -43,6 +43,11 @@ def _check_thresholds(ctx: click.Context, param: click.Parameter, value: str) ->
 def _node_options(fn: Callable[..., None]) -> Callable[..., None]:
     """Settings of the node agent: those kubelet has too (log rotation, eviction), and the
     pool of pod networks wired ahead of time."""
+    fn = click.option("--proxy-mode", type=click.Choice(["auto", "nftables", "userspace"]),
+                      default="auto", show_default=True,
+                      help="The service proxy's data path: nftables DNAT in the kernel, or "
+                      "asyncio listeners in userspace (auto: nftables when root with nft, "
+                      "else userspace).")(fn)
     fn = click.option("--pod-network-pool", type=click.IntRange(0, 200), default=110,
                       show_default=True,
                       help="Pod network namespaces kept wired ahead of time, so that a "
@@ -232,7 +237,7 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
            pod_cidr: str, disable_agent: bool, ingress_http_port: int,
            ingress_https_port: int, container_log_max_size: str,
            container_log_max_files: int, eviction_hard: str, eviction_monitoring_period: float,
-           pod_network_pool: int,
+           pod_network_pool: int, proxy_mode: str,
            fake_nodes: int, fake_node_cpu: str, fake_node_memory: str, fake_node_gpus: int,
            fake_node_pods: int, fake_node_labels: tuple[str, ...], fake_node_list: Path | None,
            fake_node_lease_interval: float,
@@ -273,7 +278,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
         pod_cidr=pod_cidr, log_max_size=container_log_max_size,
         log_max_files=container_log_max_files, eviction_hard=eviction_hard,
         eviction_period=eviction_monitoring_period, network_pool=pod_network_pool,
-        ingress_http_port=ingress_http_port, ingress_https_port=ingress_https_port)
+        ingress_http_port=ingress_http_port, ingress_https_port=ingress_https_port,
+        proxy_mode=proxy_mode)
     code = runner(run_server(data_dir=data_dir.resolve(), port=port, host=bind_address,
                              advertise_address=advertise_address, fsync=fsync, agent=agent,
                              fake_nodes=fake if fake.enabled else None,
@@ -326,7 +332,8 @@ def controller_manager(kubeconfig: Path | None, leader_elect: bool,
 def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, node_name: str,
           address: str, port: int, pod_cidr: str, fake_gpus: int, taints: tuple[str, ...],
           container_log_max_size: str, container_log_max_files: int, eviction_hard: str,
-          eviction_monitoring_period: float, pod_network_pool: int, verbose: int) -> None:
+          eviction_monitoring_period: float, pod_network_pool: int, proxy_mode: str,
+          verbose: int) -> None:
     """Join a remote kyb server as a node."""
     _setup_logging(verbose + 1)
     from kybernetes.cli.serve import AgentOptions, run_agent
@@ -336,7 +343,7 @@ def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, nod
                         log_max_size=container_log_max_size,
                         log_max_files=container_log_max_files, eviction_hard=eviction_hard,
                         eviction_period=eviction_monitoring_period,
-                        network_pool=pod_network_pool)
+                        network_pool=pod_network_pool, proxy_mode=proxy_mode)
     sys.exit(asyncio.run(run_agent(server_url=server_url, token=token, ca_file=ca_file,
                                    data_dir=data_dir.resolve(), opts=opts)))
 
@@ -348,10 +355,11 @@ def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, nod
 def killall(data_dir: Path) -> None:
     """Stop every pod this machine's node agent runs and free what they hold."""
     from kybernetes.kubelet.cleanup import kill_all
-    from kybernetes.proxy.host import remove, table_name
+    from kybernetes.proxy.host import remove, remove_local_service_range, table_name
 
     agent_dir = data_dir / "agent" if (data_dir / "agent").is_dir() else data_dir
     remove(table_name(agent_dir), "10.96.0.0/12")
+    remove_local_service_range(table_name(agent_dir), "10.96.0.0/12")
     uids = kill_all(agent_dir.resolve())
     click.echo(f"stopped {len(uids)} pod(s)")
 

@@ -36,6 +36,7 @@ class AgentOptions:
     ingress_http_port: int = 0
     ingress_https_port: int = 0
     """The ingress controller runs beside the server's own node agent (0: not here)."""
+    proxy_mode: str = "auto"
 
 
 @dataclass
@@ -111,7 +112,7 @@ async def _start_proxy(client: Any, data_dir: Path, node_name: str, opts: AgentO
     from kybernetes.proxy.dns import ClusterDNS, Records
     from kybernetes.proxy.service import SERVICE_INDEX, ServiceProxy
 
-    proxy = ServiceProxy(client, node_name=node_name, data_dir=data_dir)
+    proxy = ServiceProxy(client, node_name=node_name, data_dir=data_dir, mode=opts.proxy_mode)
     await proxy.start()
     stoppers: list[Callable[[], Awaitable[None]]] = [proxy.stop]
     if api is not None:

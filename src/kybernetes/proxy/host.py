@@ -95,6 +95,30 @@ def allow_localhost_node_ports() -> None:
                 log.debug("cannot set %s: %s", knob, e)
 
 
+USERSPACE_DIR = Path("/run/kybernetes/userspace-proxies")
+"""One file per userspace proxy that made the service range local (named after its
+table name), so that the last one to stop removes the route."""
+
+
+def ensure_local_service_range(table: str, service_cidr: str) -> str:
+    """Make the service range an address range of this machine (``local`` route in the
+    local table) for the userspace proxy's listeners; returns the error, or ''."""
+    proc = _run("ip", "route", "replace", "local", service_cidr, "dev", "lo", "table", "local")
+    if proc.returncode:
+        return proc.stderr.strip()
+    USERSPACE_DIR.mkdir(parents=True, exist_ok=True)
+    (USERSPACE_DIR / table).touch()
+    return ""
+
+
+def remove_local_service_range(table: str, service_cidr: str) -> None:
+    """Forget this proxy's claim on the local service range; the last one removes it."""
+    (USERSPACE_DIR / table).unlink(missing_ok=True)
+    if USERSPACE_DIR.exists() and any(USERSPACE_DIR.iterdir()):
+        return
+    _run("ip", "route", "del", "local", service_cidr, "dev", "lo", "table", "local")
+
+
 def remove(table: str, service_cidr: str) -> None:
     """Delete ``table``; the last proxy's also takes the service route and bridge."""
     _run("nft", "delete", "table", "ip", table)

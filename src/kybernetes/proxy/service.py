@@ -4,12 +4,17 @@ Every change to a Service or EndpointSlice marks the rules stale; a task then re
 them from the informers' caches (:mod:`kybernetes.proxy.rules`) and installs them in
 one nft transaction, coalescing the changes that arrive meanwhile. A pod that turns
 unready or is deleted leaves its slice, and so the rules, within one such sync.
+
+Where the kernel path cannot be used (not root, no ``nft``) or ``mode`` is
+``userspace``, the same syncs reconcile the listeners of
+:mod:`kybernetes.proxy.userspace` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from kybernetes.client import Client, EventHandler, Informer, object_key, shared
 from kybernetes.proxy import host
 from kybernetes.proxy.rules import Installed, ServicePort, render, service_ports
 from kybernetes.proxy.traffic import shared as traffic_shared
+from kybernetes.proxy.userspace import UserspaceProxy
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -29,6 +35,8 @@ COALESCE_SECONDS = 0.01
 COUNTERS_SECONDS = 2.0
 """How often the kernel path's connection counters are read (for the request rates)."""
 RETRY_SECONDS = 1.0
+MODES = ("auto", "nftables", "userspace")
+"""``auto``: the kernel path (nftables) where it can be used, else userspace."""
 
 
 def _slice_service(obj: Obj) -> list[str]:
@@ -41,8 +49,12 @@ class ServiceProxy:
     """kube-proxy for one node: ``start`` installs the rules, ``stop`` removes them."""
 
     def __init__(self, client: Client, *, node_name: str, data_dir: Path,
-                 service_cidr: str = "10.96.0.0/12") -> None:
+                 service_cidr: str = "10.96.0.0/12", mode: str = "auto") -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown proxy mode {mode!r} (one of {', '.join(MODES)})")
         self.client = client
+        self.mode = mode
+        self.userspace: UserspaceProxy | None = None
         self.node_name = node_name
         self.service_cidr = service_cidr
         self.table = host.table_name(data_dir)
@@ -73,14 +85,48 @@ class ServiceProxy:
         for inf in (self.services, self.slices):
             await inf.wait_synced()
         ok, why = host.available()
+        if self.mode == "userspace" or (not ok and self.mode == "auto"):
+            await self._start_userspace(why)
+            return True
         if not ok:
             log.warning("%s: Services' virtual IPs will not answer on this node", why)
             return False
+        self.mode = "nftables"
         await asyncio.to_thread(host.ensure_service_route, self.service_cidr)
         self._dirty.set()
         self._task = spawn(self._run(), name="service-proxy")
         self._counter_task = spawn(self._read_counters(), name="service-proxy-counters")
         return True
+
+    async def _start_userspace(self, why: str) -> None:
+        self.mode = "userspace"
+        vips = os.geteuid() == 0
+        if vips:
+            error = await asyncio.to_thread(host.ensure_local_service_range, self.table,
+                                            self.service_cidr)
+            if error:
+                log.warning("cannot route the service range locally (%s): Services' "
+                            "virtual IPs will not answer on this node", error)
+                vips = False
+        else:
+            log.warning("%s: Services answer on their NodePorts and load-balancer "
+                        "addresses only (their virtual IPs need root)", why)
+        if why:
+            log.info("%s: the service proxy forwards in userspace", why)
+        self.userspace = UserspaceProxy(node=self.node_name, traffic=self.traffic, vips=vips,
+                                        service_cidr=self.service_cidr)
+        self._dirty.set()
+        self._task = spawn(self._run_userspace(), name="service-proxy-userspace")
+
+    async def _run_userspace(self) -> None:
+        assert self.userspace is not None
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(COALESCE_SECONDS)
+            self._dirty.clear()
+            await self.userspace.update(self.ports())
+            self.syncs += 1
+            self.last_sync = time.time()
 
     async def stop(self) -> None:
         for inf, handler in self._handlers:
@@ -88,6 +134,14 @@ class ServiceProxy:
             await inf.stop()
         self._handlers = []
         if self._task is None:
+            return
+        if self.userspace is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+            await self.userspace.close()
+            self.userspace = None
+            await asyncio.to_thread(host.remove_local_service_range, self.table,
+                                    self.service_cidr)
             return
         await cancel_and_wait(self._task, self._counter_task)
         self._task = self._counter_task = None
