@@ -146,6 +146,36 @@ def test_serve_model_is_spread_over_its_replicas(served: tuple[Cluster, dict[str
         assert_even(counts, pods, f"{what} from a pod")
 
 
+def _milli(value: str) -> int:
+    return int(value[:-1]) if value.endswith("m") else int(value) * 1000
+
+
+def test_request_rates_per_pod_and_service(served: tuple[Cluster, dict[str, Any]]) -> None:
+    """The kernel path's per-endpoint counters feed custom.metrics.k8s.io: every replica
+    has a request rate, and together they make the Service's."""
+    c, svc = served
+    assert_even(spread(svc["spec"]["clusterIP"], 80, 600), replicas(c), "ClusterIP")
+    base = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default"
+
+    def rates() -> tuple[dict[str, int], int] | None:
+        pods = json.loads(c.kubectl(
+            "get", "--raw", f"{base}/pods/*/requests_per_second?labelSelector=app%3Dml-model"
+        ).stdout)["items"]
+        [service] = json.loads(c.kubectl(
+            "get", "--raw", f"{base}/services/ml-model/requests_per_second").stdout)["items"]
+        values = {i["describedObject"]["name"]: _milli(i["value"]) for i in pods}
+        total = _milli(service["value"])
+        # the counters are read every 2 s: wait until the pods' sum caught up
+        return (values, total) if values and abs(sum(values.values()) - total) <= \
+            max(50, total // 20) else None
+
+    values, total = wait_for("per-pod request rates", rates, timeout=15)
+    assert set(values) == replicas(c)
+    assert all(v > 0 for v in values.values()), values
+    assert total > 0
+    assert "custom.metrics.k8s.io/v1beta2" in c.kubectl("api-versions").stdout
+
+
 def resolve(c: Cluster, name: str, qtype: str = "A") -> list[str]:
     """Ask the node's cluster DNS (on its pod gateway address) from the host."""
     gateway = str(next(ipaddress.ip_network(c.pod_cidr).hosts()))

@@ -21,6 +21,9 @@ class _Endpoints:
     def pick(self, _b: Backend) -> list[tuple[str, int]]:
         return self.eps
 
+    def pod(self, namespace: str, ip: str) -> str:
+        return f"{namespace}/web-0 at {ip}"
+
 
 async def _backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Echoes what it got; /stream sends chunks with pauses; /ws upgrades and echoes."""
@@ -115,6 +118,9 @@ async def test_keep_alive_bodies_and_forwarded_headers(proxy: Any) -> None:
     writer.close()
     series = ctl.traffic.series[("ns", "web", "ingress", "ns/ing")]
     assert series.count == 3 and series.codes == {"200": 3}
+    # each request is also the pod's that answered it (the live endpoint, not the dead one)
+    pod_window = ctl.traffic._pods.seconds[("ns", "ns/web-0 at 127.0.0.1")]
+    assert sum(n for _, n in pod_window) == 3
 
 
 async def test_upgrade_becomes_a_pipe(proxy: Any) -> None:

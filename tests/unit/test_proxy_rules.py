@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from kybernetes.controllers.servicelb import node_addresses, wanted_ingress
-from kybernetes.proxy.rules import Installed, render, service_ports
+from kybernetes.proxy.rules import (
+    EndpointCounter,
+    Installed,
+    endpoint_connections,
+    render,
+    service_ports,
+)
 
 Obj = dict[str, Any]
 
@@ -28,11 +34,14 @@ def svc(name: str = "web", *, type_: str = "ClusterIP", ip: str = "10.96.0.10",
 
 
 def ep(ip: str, *, ready: bool = True, serving: bool | None = None,
-       terminating: bool = False, node: str = "n1") -> Obj:
+       terminating: bool = False, node: str = "n1", pod: str = "") -> Obj:
     cond: Obj = {"ready": ready, "terminating": terminating}
     if serving is not None:
         cond["serving"] = serving
-    return {"addresses": [ip], "conditions": cond, "nodeName": node}
+    out: Obj = {"addresses": [ip], "conditions": cond, "nodeName": node}
+    if pod:
+        out["targetRef"] = {"kind": "Pod", "namespace": "default", "name": pod, "uid": "u"}
+    return out
 
 
 def slice_(*endpoints: Obj, port: int = 5000, name: str = "") -> Obj:
@@ -130,6 +139,56 @@ def test_session_affinity_sets_survive_a_resync() -> None:
     assert "flush chain ip t svc-0" in script
 
 
+def test_endpoints_know_their_pods() -> None:
+    [sp] = service_ports(svc(), [slice_(ep("10.42.0.2", pod="web-a"), ep("10.42.0.3"),
+                                        {"addresses": ["10.42.0.4"], "targetRef": {
+                                            "kind": "Node", "name": "n1"}})])
+    assert [(e.ip, e.pod) for e in sp.endpoints] == [
+        ("10.42.0.2", "web-a"), ("10.42.0.3", ""), ("10.42.0.4", "")]
+
+
+def test_each_endpoint_counts_its_connections_across_resyncs() -> None:
+    s = svc(ports=[{"name": "http", "port": 80, "protocol": "TCP"}])
+    ports = service_ports(s, [slice_(ep("10.42.0.2", pod="web-a"), ep("10.42.0.3", pod="web-b"),
+                                     name="http")])
+    script, first = render(ports, table="t", node="n1", service_cidr="10.96.0.0/12")
+    assert sorted(first.endpoint_counters.values(), key=lambda c: c.ip) == [
+        EndpointCounter("default", "web", "10.42.0.2", "web-a"),
+        EndpointCounter("default", "web", "10.42.0.3", "web-b")]
+    for name in first.endpoint_counters:
+        assert f"add counter ip t {name}" in script
+        assert f" counter name {name}\n" in script  # in the endpoint's chain
+    # a resync that adds session affinity (new chain names) and drops web-b keeps web-a's
+    # counter (and so its count), and deletes web-b's
+    s["spec"]["sessionAffinity"] = "ClientIP"
+    ports = service_ports(s, [slice_(ep("10.42.0.2", pod="web-a"), name="http")])
+    script, second = render(ports, table="t", node="n1", service_cidr="10.96.0.0/12",
+                            previous=first)
+    [kept] = second.endpoint_counters
+    [gone] = first.endpoint_counters.keys() - {kept}
+    assert kept in first.endpoint_counters and first.endpoint_counters[gone].pod == "web-b"
+    assert f"delete counter ip t {gone}" in script
+    assert not any(line.startswith("delete counter") and kept in line
+                   for line in script.splitlines())
+    assert set(second.counters) == set(first.counters)  # the service port's counter stays
+
+
+def test_endpoint_connections_between_two_readings() -> None:
+    installed = Installed(counters={"cnt-svc": "default/web"}, endpoint_counters={
+        "cnt-ep-a": EndpointCounter("default", "web", "10.42.0.2", "web-a"),
+        "cnt-ep-a2": EndpointCounter("default", "api", "10.42.0.2", "web-a"),
+        "cnt-ep-b": EndpointCounter("default", "web", "10.42.0.3", "web-b"),
+        "cnt-ep-c": EndpointCounter("default", "web", "10.42.0.4", "web-c"),
+        "cnt-ep-x": EndpointCounter("default", "web", "10.42.0.9", "")})
+    before = {"cnt-svc": 5, "cnt-ep-a": 3, "cnt-ep-a2": 1, "cnt-ep-b": 10, "cnt-ep-x": 0}
+    now = {"cnt-svc": 20, "cnt-ep-a": 7, "cnt-ep-a2": 2, "cnt-ep-b": 4, "cnt-ep-c": 9,
+           "cnt-ep-x": 4}
+    assert endpoint_connections(installed, before, now) == {
+        ("default", "web-a"): 5,  # 4 + 1: both Services' connections to the pod
+        ("default", "web-b"): 4,  # the counter went down: recreated, counts from zero
+    }  # web-c: first read now; the address without a pod is no pod's
+
+
 def test_obsolete_chains_are_flushed_then_deleted() -> None:
     old = Installed(chains={"services", "svc-0", "ep-aaaa"}, sets=set())
     script, _ = render([], table="t", node="n1", service_cidr="10.96.0.0/12", previous=old)
@@ -144,7 +203,7 @@ def test_scripts_are_valid_nft() -> None:
     s = svc(type_="LoadBalancer", lb=["127.0.0.1"], sessionAffinity="ClientIP",
             ports=[{"name": "a", "port": 80, "protocol": "TCP", "nodePort": 30080},
                    {"name": "b", "port": 53, "protocol": "UDP", "nodePort": 30053}])
-    slices = [slice_(ep("10.42.0.2"), ep("10.42.0.3"), name="a"),
+    slices = [slice_(ep("10.42.0.2", pod="p-2"), ep("10.42.0.3"), name="a"),
               {"addressType": "IPv4", "ports": [{"name": "b", "port": 5353,
                                                  "protocol": "UDP"}],
                "endpoints": [ep("10.42.0.2")]}]

@@ -26,7 +26,7 @@ from kybernetes.api.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from kybernetes.apiserver import codec, subresources, tables
+from kybernetes.apiserver import codec, custommetrics, externalmetrics, subresources, tables
 from kybernetes.apiserver.context import Context, Options
 from kybernetes.apiserver.discovery import AGGREGATED_CONTENT_TYPE, Discovery
 from kybernetes.apiserver.metrics import Metrics
@@ -35,6 +35,7 @@ from kybernetes.apiserver.openapi import OpenAPI
 from kybernetes.apiserver.watch import WatchStream
 
 if TYPE_CHECKING:
+    from kybernetes.apiserver.custommetrics import CustomMetrics
     from kybernetes.apiserver.externalmetrics import ExternalMetrics
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,33 @@ class APIServer:
             "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-11-22T00:00:00Z",
             "goVersion": "python", "compiler": "cpython", "platform": "linux/amd64"}
         self.watches = 0
-        self.external_metrics: ExternalMetrics | None = None
-        """The provider of ``external.metrics.k8s.io`` (see :mod:`.externalmetrics`)."""
+        self._external_metrics: ExternalMetrics | None = None
+        self._custom_metrics: CustomMetrics | None = None
+
+    @property
+    def external_metrics(self) -> ExternalMetrics | None:
+        """The provider of ``external.metrics.k8s.io`` (see :mod:`.externalmetrics`);
+        discovery lists the group while there is one."""
+        return self._external_metrics
+
+    @external_metrics.setter
+    def external_metrics(self, provider: ExternalMetrics | None) -> None:
+        self._external_metrics = provider
+        self.discovery.serve(externalmetrics.GROUP, externalmetrics.VERSION,
+                             externalmetrics.resources(provider) if provider else None)
+
+    @property
+    def custom_metrics(self) -> CustomMetrics | None:
+        """The provider of ``custom.metrics.k8s.io`` (see :mod:`.custommetrics`);
+        discovery lists the group while there is one."""
+        return self._custom_metrics
+
+    @custom_metrics.setter
+    def custom_metrics(self, provider: CustomMetrics | None) -> None:
+        self._custom_metrics = provider
+        self.discovery.serve(custommetrics.GROUP, custommetrics.VERSION,
+                             custommetrics.resources(provider, self.ctx.registry)
+                             if provider else None)
 
     def store(self, res: Resource) -> ObjectStore:
         s = self._stores.get(id(res))
@@ -302,10 +328,10 @@ class APIServer:
                 await send_bytes(req.send, 200, data)
                 return 200
             group, version, rest = segs[1], segs[2], segs[3:]
-            if group == "external.metrics.k8s.io":
-                from kybernetes.apiserver import externalmetrics
-
+            if rest and group == externalmetrics.GROUP:
                 return await externalmetrics.serve(self, req, version, rest)
+            if rest and group == custommetrics.GROUP:
+                return await custommetrics.serve(self, req, version, rest)
         if not rest:
             data = self.discovery.resource_list(group, version)
             if data is None or req.method != "GET":

@@ -3,13 +3,15 @@ from a provider the process registers (``APIServer.external_metrics``; ``kyb ser
 registers the request rates its service proxy and ingress controller measure).
 
 ``GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=...``
-answers an ``ExternalMetricValueList``; an unknown metric, or no provider, is 404.
+answers an ``ExternalMetricValueList``; an unknown metric, or no provider, is 404. With a
+provider, discovery lists the group and its metrics (:func:`resources`), as an external
+metrics adapter's APIService would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -22,8 +24,28 @@ if TYPE_CHECKING:
 GROUP = "external.metrics.k8s.io"
 VERSION = "v1beta1"
 Obj = dict[str, Any]
-ExternalMetrics = Callable[[str, str, LabelSelector], Awaitable[list[Obj] | None]]
-"""(namespace, metric, selector) -> ExternalMetricValue items, or None: no such metric."""
+
+
+class ExternalMetrics(Protocol):
+    """A provider: the metrics it serves, and their values."""
+
+    @property
+    def metrics(self) -> Sequence[str]:
+        """The metric names discovery lists (it may answer to more)."""
+        ...
+
+    async def __call__(self, namespace: str, metric: str,
+                       selector: LabelSelector) -> list[Obj] | None:
+        """ExternalMetricValue items of ``metric`` in ``namespace`` whose labels
+        ``selector`` matches, or None: no such metric."""
+        ...
+
+
+def resources(provider: ExternalMetrics) -> list[Obj]:
+    """The group-version's APIResources: one per metric, as the upstream adapters list
+    them (a namespaced "resource" named after the metric, read with ``get``)."""
+    return [{"name": m, "singularName": "", "namespaced": True,
+             "kind": "ExternalMetricValueList", "verbs": ["get"]} for m in provider.metrics]
 
 
 async def serve(server: APIServer, req: Request, version: str, rest: list[str]) -> int:

@@ -116,9 +116,11 @@ async def _start_proxy(client: Any, data_dir: Path, node_name: str, opts: AgentO
     await proxy.start()
     stoppers: list[Callable[[], Awaitable[None]]] = [proxy.stop]
     if api is not None:
-        from kybernetes.proxy.traffic import request_rates
+        from kybernetes.proxy.traffic import custom_request_rates, pod_lister, request_rates
 
         api.external_metrics = request_rates(proxy.services, proxy.traffic)
+        api.custom_metrics = custom_request_rates(proxy.services, proxy.traffic,
+                                                  pod_lister(client))
     if os.geteuid() == 0:
         gateway = str(next(ipaddress.ip_network(opts.pod_cidr).hosts()))
         dns = ClusterDNS(Records(proxy.services, proxy.slices, SERVICE_INDEX), address=gateway)

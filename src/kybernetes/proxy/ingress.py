@@ -133,6 +133,13 @@ class Endpoints:
         self.slices = slices
         self.slice_index = slice_index
         self._rr: dict[str, itertools.count[int]] = {}
+        self._pods: dict[tuple[str, str], str] = {}
+        """(namespace, address) -> the pod behind it, as of the last :meth:`of` that
+        returned it (the slices' ``targetRef``), for the per-pod request rates."""
+
+    def pod(self, namespace: str, ip: str) -> str:
+        """The pod at ``ip`` (an address :meth:`pick` returned), or ``""``."""
+        return self._pods.get((namespace, ip), "")
 
     def of(self, b: Backend) -> list[tuple[str, int]]:
         svc = self.services.get(f"{b.namespace}/{b.service}")
@@ -153,7 +160,11 @@ class Endpoints:
             for e in s.get("endpoints") or []:
                 if (e.get("conditions") or {}).get("ready") is False:
                     continue
-                out += [(a, int(target)) for a in e.get("addresses") or []]
+                ref = e.get("targetRef") or {}
+                for a in e.get("addresses") or []:
+                    out.append((a, int(target)))
+                    if ref.get("kind") == "Pod" and ref.get("name"):
+                        self._pods[(b.namespace, a)] = ref["name"]
         return sorted(out)
 
     def pick(self, b: Backend) -> list[tuple[str, int]]:
@@ -387,7 +398,7 @@ class IngressController:
             await self._reply(writer, 503)
             self._record(backend, 503, start)
             return keep
-        up_reader, up_writer = up
+        up_reader, up_writer, pod = up
         try:
             up_writer.write(upstream_head)
             await _relay_body(reader, up_writer, headers, until_eof=False)
@@ -397,7 +408,7 @@ class IngressController:
             parts = status_line.split(" ", 2)
             code = int(parts[1])
             reason = parts[2] if len(parts) > 2 else ""
-            self._record(backend, code, start)
+            self._record(backend, code, start, pod)
             if code == 101 and upgrade:
                 writer.write(response)
                 await writer.drain()
@@ -420,7 +431,7 @@ class IngressController:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
                 ValueError, IndexError, BadRequest) as e:
             log.debug("upstream %s failed: %s", backend.key, e)
-            self._record(backend, 502, start)
+            self._record(backend, 502, start, pod)
             if not writer.is_closing():
                 with contextlib.suppress(Exception):
                     await self._reply(writer, 502)
@@ -429,7 +440,8 @@ class IngressController:
             up_writer.close()
 
     async def _connect(self, backend: Backend
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None:
+        """A connection to one of the backend's endpoints, and the pod behind it."""
         for ip, port in self.endpoints.pick(backend)[:3]:
             try:
                 reader, writer = await asyncio.wait_for(
@@ -440,14 +452,14 @@ class IngressController:
                     # as Python's http.server) would otherwise wait out our delayed ACK
                     with contextlib.suppress(OSError):
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-                return reader, writer
+                return reader, writer, self.endpoints.pod(backend.namespace, ip)
             except (OSError, TimeoutError) as e:
                 log.debug("endpoint %s:%d of %s: %s", ip, port, backend.key, e)
         return None
 
-    def _record(self, backend: Backend, code: int, start: float) -> None:
+    def _record(self, backend: Backend, code: int, start: float, pod: str = "") -> None:
         self.traffic.record(backend.namespace, backend.service, code,
-                            time.monotonic() - start, ingress=backend.ingress)
+                            time.monotonic() - start, ingress=backend.ingress, pod=pod)
 
 
 async def _drain_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]) -> None:

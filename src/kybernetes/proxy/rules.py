@@ -22,13 +22,16 @@ terminating do (upstream's fallback, so a rolling update does not drop connectio
 
 Each sync replaces the chains in one transaction; the session-affinity sets keep their
 names (a hash of service port and endpoint) and so their entries across syncs, as do the
-named counters of each service port's new connections (read for the request rates).
+named counters of new connections (read for the request rates): one per service port,
+and one per endpoint of it (the connections each pod served, for per-pod rates;
+:func:`endpoint_connections` turns two readings into those).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +51,8 @@ class Endpoint:
     ready: bool = True
     serving: bool = True
     terminating: bool = False
+    pod: str = ""
+    """The pod behind the address (the slice endpoint's ``targetRef``), if a pod."""
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,12 @@ def service_ports(service: Obj, slices: list[Obj]) -> list[ServicePort]:
                 cond = e.get("conditions") or {}
                 ready = cond.get("ready") is not False
                 serving = cond["serving"] if cond.get("serving") is not None else ready
+                ref = e.get("targetRef") or {}
+                pod = str(ref.get("name") or "") if ref.get("kind") == "Pod" else ""
                 for addr in e.get("addresses") or []:
                     endpoints.append(Endpoint(addr, int(target), e.get("nodeName") or "",
                                               ready, bool(serving),
-                                              bool(cond.get("terminating"))))
+                                              bool(cond.get("terminating")), pod))
         endpoints.sort(key=lambda e: (ipaddress.ip_address(e.ip), e.port))
         out.append(ServicePort(
             name=f"{base}:{port_name}" if port_name else base, protocol=proto,
@@ -143,14 +150,45 @@ def service_ports(service: Obj, slices: list[Obj]) -> list[ServicePort]:
     return out
 
 
+@dataclass(frozen=True)
+class EndpointCounter:
+    """What one endpoint's named counter counts: the new connections to ``ip`` through a
+    port of Service ``namespace/service``, served by ``pod`` (empty if not a pod)."""
+
+    namespace: str
+    service: str
+    ip: str
+    pod: str = ""
+
+
 @dataclass
 class Installed:
-    """What the last sync left in the table: its chains and affinity sets."""
+    """What the last sync left in the table: its chains, affinity sets and counters."""
 
     chains: set[str] = field(default_factory=set)
     sets: set[str] = field(default_factory=set)
     counters: dict[str, str] = field(default_factory=dict)
     """Named counter -> the ``namespace/service`` whose new connections it counts."""
+    endpoint_counters: dict[str, EndpointCounter] = field(default_factory=dict)
+    """Named counter -> the endpoint whose new connections it counts."""
+
+
+def endpoint_connections(installed: Installed, before: Mapping[str, int],
+                         now: Mapping[str, int]) -> dict[tuple[str, str], int]:
+    """The new connections each pod served between two readings of the table's counters
+    (name -> packets; the nat chains see only a connection's first packet), as
+    ``(namespace, pod) -> count``. A counter first read now counts from now on; one
+    that went down was recreated (the table started afresh) and counts from zero."""
+    out: dict[tuple[str, str], int] = {}
+    for name, packets in now.items():
+        ep = installed.endpoint_counters.get(name)
+        prior = before.get(name)
+        if ep is None or not ep.pod or prior is None:
+            continue
+        new = packets - prior if packets >= prior else packets
+        if new > 0:
+            out[(ep.namespace, ep.pod)] = out.get((ep.namespace, ep.pod), 0) + new
+    return out
 
 
 BASE_CHAINS = {
@@ -180,6 +218,13 @@ def _counter(sp: ServicePort) -> str:
     return "cnt-" + hashlib.sha1(f"{sp.name}/{sp.protocol}".encode()).hexdigest()[:12]
 
 
+def _endpoint_counter(sp: ServicePort, ep: Endpoint) -> str:
+    """Unlike the chain's name, not tied to the session affinity: changing that must not
+    restart the count."""
+    key = f"{sp.name}/{sp.protocol}/{ep.ip}:{ep.port}"
+    return "cnt-ep-" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
 @dataclass
 class _Builder:
     node: str
@@ -187,6 +232,7 @@ class _Builder:
     sets: dict[str, int] = field(default_factory=dict)
     """Affinity set name -> its timeout."""
     counters: dict[str, str] = field(default_factory=dict)
+    endpoint_counters: dict[str, EndpointCounter] = field(default_factory=dict)
     vips: list[str] = field(default_factory=list)
     local_ports: dict[tuple[str, int], str] = field(default_factory=dict)
 
@@ -195,8 +241,12 @@ class _Builder:
         if name in self.chains:
             return name
         counter = _counter(sp)
-        self.counters[counter] = sp.name.split(":", 1)[0]
-        rules = [f"counter name {counter}",
+        service = sp.name.split(":", 1)[0]
+        self.counters[counter] = service
+        per_endpoint = _endpoint_counter(sp, ep)
+        ns, _, svc = service.partition("/")
+        self.endpoint_counters[per_endpoint] = EndpointCounter(ns, svc, ep.ip, ep.pod)
+        rules = [f"counter name {counter}", f"counter name {per_endpoint}",
                  f"ip saddr {ep.ip} meta mark set meta mark | {MASQ_MARK:#x}"]
         if sp.affinity_timeout:
             aff = _affinity_set(sp, ep)
@@ -286,11 +336,14 @@ def render(ports: list[ServicePort], *, table: str, node: str, service_cidr: str
         lines.append(f"add set {t} {name} {{ type ipv4_addr; flags dynamic,timeout; "
                      f"timeout {timeout}s; }}")
     lines += [f"delete set {t} {s}" for s in sorted(old.sets - b.sets.keys())]
-    lines += [f"add counter {t} {c}" for c in sorted(b.counters)]
-    lines += [f"delete counter {t} {c}" for c in sorted(old.counters.keys() - b.counters.keys())]
+    counters = b.counters.keys() | b.endpoint_counters.keys()
+    lines += [f"add counter {t} {c}" for c in sorted(counters)]
+    lines += [f"delete counter {t} {c}" for c in sorted(
+        (old.counters.keys() | old.endpoint_counters.keys()) - counters)]
     for name in chains:
         base = BASE_CHAINS.get(name)
         lines.append(f"add chain {t} {name}" + (f" {{ {base} }}" if base else ""))
     for name, rules in chains.items():
         lines += [f"add rule {t} {name} {rule}" for rule in rules]
-    return "\n".join(lines) + "\n", Installed(set(chains), set(b.sets), dict(b.counters))
+    return "\n".join(lines) + "\n", Installed(set(chains), set(b.sets), dict(b.counters),
+                                            dict(b.endpoint_counters))

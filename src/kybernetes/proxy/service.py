@@ -22,7 +22,13 @@ from typing import Any
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.client import Client, EventHandler, Informer, object_key, shared_informer
 from kybernetes.proxy import host
-from kybernetes.proxy.rules import Installed, ServicePort, render, service_ports
+from kybernetes.proxy.rules import (
+    Installed,
+    ServicePort,
+    endpoint_connections,
+    render,
+    service_ports,
+)
 from kybernetes.proxy.traffic import shared as traffic_shared
 from kybernetes.proxy.userspace import UserspaceProxy
 
@@ -188,6 +194,9 @@ class ServiceProxy:
             if installed is None or not installed.counters:
                 continue
             now = await asyncio.to_thread(host.counters, self.table)
+            # per pod first: the loop below moves the readings on
+            for (ns, pod), new in endpoint_connections(installed, self._packets, now).items():
+                self.traffic.add_pod_requests(ns, pod, new)
             for name, packets in now.items():
                 service = installed.counters.get(name)
                 before = self._packets.get(name)

@@ -309,6 +309,8 @@ class UserspaceProxy:
         """One new connection (or UDP association) for the Service's request rate."""
         ns, svc = route.service
         self.traffic.add_connections(ns, svc, 1)
+        if ep.pod:
+            self.traffic.add_pod_requests(ns, ep.pod, 1)
 
     async def _maintain(self) -> None:
         while True:
