@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kybernetes.api import conversion, kubeflow
+from kybernetes.api import conversion, kubeflow, podgroup
 from kybernetes.api.registry import ALL_VERBS, Registry, Resource
 from kybernetes.api.strategy import Strategy
 
@@ -77,6 +77,8 @@ _TABLE: list[tuple[str, str, str, str, bool, tuple[str, ...], tuple[str, ...], t
     ("kubeflow.org", "v1", "PyTorchJob", "pytorchjobs", True, (), (), ("status",),
      "org.kubeflow.v1."),
     ("kubeflow.org", "v1", "TFJob", "tfjobs", True, (), (), ("status",), "org.kubeflow.v1."),
+    ("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups", True, ("pg", "pgs"), (),
+     ("status",), podgroup.P),
     ("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", False, (), (), (),
      "io.k8s.metrics.pkg.apis.metrics.v1beta1."),
     ("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", True, (), (), (),
@@ -121,5 +123,7 @@ def build_registry() -> Registry:
                 res.strategy = Strategy("", "Event", has_status=False)
         if group == "kubeflow.org":
             res.printer_columns = list(kubeflow.PRINTER_COLUMNS)
+        elif group == podgroup.GROUP:
+            res.printer_columns = list(podgroup.PRINTER_COLUMNS)
         reg.add(res)
     return reg

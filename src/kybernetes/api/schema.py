@@ -109,9 +109,11 @@ def builtin_definitions() -> Definitions:
                     prop.pop("enum", None)
     from kybernetes.api.kubeflow import DEFINITIONS as kubeflow
     from kybernetes.api.metrics import DEFINITIONS as metrics
+    from kybernetes.api.podgroup import DEFINITIONS as podgroup
 
     defs.update(kubeflow)
     defs.update(metrics)
+    defs.update(podgroup)
     return Definitions(defs)
 
 

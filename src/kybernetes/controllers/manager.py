@@ -26,7 +26,7 @@ Stopper = Callable[[], Awaitable[None]]
 
 MODULES = ("garbagecollector", "namespace", "persistentvolume", "deployment", "daemonset",
            "statefulset", "cronjob", "job", "ttlafterfinished", "endpointslice", "disruption",
-           "servicelb", "nodelifecycle", "resourcequota", "podautoscaler")
+           "servicelb", "nodelifecycle", "resourcequota", "podautoscaler", "podgroup")
 
 
 async def _load(*modules: str) -> None:
@@ -140,6 +140,13 @@ async def start_controllers(client: Client, *, node_monitor_grace_period: float 
                                       downscale_stabilization=hpa_downscale_stabilization)
     await hpa_ctl.start()
     stoppers.append(hpa_ctl.stop)
+    # coscheduling PodGroups' status (shares the pod informer)
+    await _load("podgroup")
+    from kybernetes.controllers.podgroup import PodGroupController
+
+    podgroup_ctl = PodGroupController(client, pods=replicasets.pods)
+    await podgroup_ctl.start()
+    stoppers.append(podgroup_ctl.stop)
     return stoppers
 
 

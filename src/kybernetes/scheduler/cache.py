@@ -37,7 +37,8 @@ def _zone(node: NodeInfo) -> str:
 
 class Cache:
     """Nodes and their pods; also the ``Handle`` plugins read (with ``objects``,
-    ``namespace_labels`` and ``client`` supplied by the scheduler)."""
+    ``get_object``, ``group_pods``, ``namespace_labels`` and ``client`` supplied by the
+    scheduler)."""
 
     def __init__(self) -> None:
         self._nodes: dict[str, NodeInfo] = {}
@@ -48,6 +49,8 @@ class Cache:
         self._with_anti_affinity: dict[str, NodeInfo] = {}
         self.objects_source: Callable[[str], list[Obj]] = lambda resource: []
         self.namespace_source: Callable[[str], dict[str, str] | None] = lambda ns: None
+        self.object_source: Callable[[str, str], Obj | None] = lambda resource, key: None
+        self.group_source: Callable[[str, str], list[Obj]] = lambda ns, name: []
         self.client: Any = None
         self.nominator: Any = None
         """The queue's :class:`~kybernetes.scheduler.queue.Nominator` (preemption)."""
@@ -99,6 +102,12 @@ class Cache:
 
     def objects(self, resource: str) -> list[Obj]:
         return self.objects_source(resource)
+
+    def get_object(self, resource: str, key: str) -> Obj | None:
+        return self.object_source(resource, key)
+
+    def group_pods(self, namespace: str, name: str) -> list[Obj]:
+        return self.group_source(namespace, name)
 
     # -- nodes -----------------------------------------------------------------------------
 

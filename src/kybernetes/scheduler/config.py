@@ -40,17 +40,22 @@ REGISTRY: dict[str, str] = {
     "InterPodAffinity": "interpodaffinity:new",
     "DefaultPreemption": "defaultpreemption:new",
     "DefaultBinder": "defaultbinder:new",
+    "Coscheduling": "coscheduling:new",
 }
 """In-tree plugins: name -> ``module:factory`` under ``kybernetes.scheduler.plugins``."""
 
 DEFAULT_PLUGINS: list[tuple[str, int]] = [
-    ("SchedulingGates", 0), ("PrioritySort", 0), ("NodeUnschedulable", 0), ("NodeName", 0),
+    ("SchedulingGates", 0), ("NodeUnschedulable", 0), ("NodeName", 0),
     ("TaintToleration", 3), ("NodeAffinity", 2), ("NodePorts", 0), ("NodeResourcesFit", 1),
     ("VolumeRestrictions", 0), ("VolumeBinding", 0), ("PodTopologySpread", 2),
     ("InterPodAffinity", 2), ("DefaultPreemption", 0),
-    ("NodeResourcesBalancedAllocation", 1), ("DefaultBinder", 0),
+    ("NodeResourcesBalancedAllocation", 1), ("DefaultBinder", 0), ("Coscheduling", 0),
 ]
-"""upstream's default multiPoint set for v1, in order, with score weights."""
+"""upstream's default multiPoint set for v1, in order, with score weights — with gang
+scheduling built in as scheduler-plugins' coscheduling profile sets it up: Coscheduling
+enabled last (its PostFilter after preemption) and in PrioritySort's place as the queue
+sort (which orders pods without a PodGroup exactly as PrioritySort does). A profile that
+disables Coscheduling gets PrioritySort back."""
 
 EXTENSION_POINTS: dict[str, type] = {
     "preEnqueue": fw.PreEnqueuePlugin, "queueSort": fw.QueueSortPlugin,
@@ -203,11 +208,16 @@ def build(cfg: SchedulerConfiguration, handle: Handle) -> dict[str, Framework]:
                 pl = instance(n)
                 if isinstance(pl, proto):
                     chosen.append(pl)
+            if point == "queueSort" and explicit[point]:
+                chosen = []  # a queue sort named explicitly replaces the default one
             for n in explicit[point]:
                 pl = instance(n)
                 if not isinstance(pl, proto):
                     raise ConfigError(f"plugin {n!r} does not extend {point}")
                 chosen = [c for c in chosen if c.name != n] + [pl]
+            if point == "queueSort" and not chosen and multi and not off & {
+                    "*", "PrioritySort"}:
+                chosen = [instance("PrioritySort")]  # Coscheduling disabled: the default
             points[point] = chosen
         if len(points["queueSort"]) != 1:
             raise ConfigError(f"profiles {profile.scheduler_name!r}: exactly one queueSort "

@@ -318,6 +318,13 @@ MAX_TOTAL_SCORE = 2**63 - 1
 POD_ADD = ClusterEvent("Pod", Action.ADD)
 POD_DELETE = ClusterEvent("Pod", Action.DELETE)
 NODE_ADD = ClusterEvent("Node", Action.ADD)
+UNSCHEDULED_POD_ADD = ClusterEvent("UnscheduledPod", Action.ADD)
+"""A pending pod was created (only reported for pods of a PodGroup: it may complete a gang)."""
+
+PODS_TO_ACTIVATE = "kubernetes.io/pods-to-activate"
+"""CycleState key: a ``set`` of pod uids a plugin (Reserve or Permit) wants moved from
+backoff or the unschedulable pods straight to activeQ once the scheduling cycle ends
+(upstream's ``PodsToActivate``: gang siblings)."""
 
 
 class Handle(Protocol):
@@ -358,7 +365,21 @@ class Handle(Protocol):
         """The cached objects of a resource the scheduler watches, by plural name:
         ``services``, ``replicasets``, ``statefulsets``, ``replicationcontrollers``,
         ``poddisruptionbudgets``, ``persistentvolumeclaims``, ``persistentvolumes``,
-        ``storageclasses``, ``namespaces``."""
+        ``storageclasses``, ``podgroups``, ``namespaces``."""
+        ...
+
+    def get_object(self, resource: str, key: str) -> dict[str, Any] | None:
+        """One cached object of :meth:`objects` by ``namespace/name`` (a dict lookup)."""
+        ...
+
+    def group_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Every pod (any phase, bound or not) labelled
+        ``scheduling.x-k8s.io/pod-group: <name>`` in ``namespace``, from an index."""
+        ...
+
+    def has_pod(self, uid: str) -> bool:
+        """Whether the pod is placed in the cache: bound, or assumed (waiting at Permit
+        or binding)."""
         ...
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,7 +191,7 @@ class SchedulingQueue:
     # -- failures --------------------------------------------------------------------------
 
     def backoff_duration(self, qp: QueuedPodInfo) -> float:
-        d = self.initial_backoff * (2 ** max(0, qp.attempts - 1))
+        d = self.initial_backoff * (2 ** min(max(0, qp.attempts - 1), 64))
         return float(min(d, self.max_backoff))
 
     def _backoff_until(self, qp: QueuedPodInfo) -> float:
@@ -267,6 +267,17 @@ class SchedulingQueue:
         for uid, qp in list(self._unschedulable.items()):
             del self._unschedulable[uid]
             self._requeue(qp, now)
+
+    def activate(self, uids: Iterable[str]) -> None:
+        """Move these pods from backoffQ or the unschedulable pods straight to activeQ,
+        back-off or not (upstream's ``Activate``: the siblings of a gang member that
+        waits at Permit). Pods elsewhere (active, in flight, gated, unknown) stay."""
+        now = self._clock.monotonic()
+        for uid in uids:
+            qp = self._unschedulable.pop(uid, None) or self._backoff.pop(uid, None)
+            if qp is not None:
+                qp.timestamp = now
+                self._enqueue(qp)
 
     def pending(self) -> list[QueuedPodInfo]:
         return [e[1] for e in self._active_entries.values()] + list(self._backoff.values()) \

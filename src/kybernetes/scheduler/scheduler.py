@@ -27,6 +27,7 @@ from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
 from kybernetes.aio.tasks import cancel_all, cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339
+from kybernetes.api.podgroup import POD_GROUP_INDEX, pod_group_index, pod_group_name
 from kybernetes.client import Client, Informer, shared_informer
 from kybernetes.client.events import EventRecorder
 from kybernetes.scheduler import batch, metrics
@@ -35,6 +36,8 @@ from kybernetes.scheduler.cache import Cache
 from kybernetes.scheduler.framework import (
     POD_ADD,
     POD_DELETE,
+    PODS_TO_ACTIVATE,
+    UNSCHEDULED_POD_ADD,
     Action,
     ClusterEvent,
     ClusterEventWithHint,
@@ -63,6 +66,7 @@ OBJECT_RESOURCES: dict[str, tuple[str, str]] = {
     "persistentvolumeclaims": ("v1", "persistentvolumeclaims"),
     "persistentvolumes": ("v1", "persistentvolumes"),
     "storageclasses": ("storage.k8s.io/v1", "storageclasses"),
+    "podgroups": ("scheduling.x-k8s.io/v1alpha1", "podgroups"),
 }
 """Resources plugins may read through ``Handle.objects``, each watched by an informer."""
 
@@ -143,6 +147,8 @@ class Scheduler:
         self.cache.client = client
         self.cache.objects_source = self._objects
         self.cache.namespace_source = self._namespace_labels
+        self.cache.object_source = self._object
+        self.cache.group_source = self._group_pods
         self.waiting: dict[str, WaitingPod] = self.cache.waiting_pods
         cfg = cfg or configuration.SchedulerConfiguration()
         self.profiles: dict[str, Framework] = configuration.build(cfg, self.cache)
@@ -160,6 +166,7 @@ class Scheduler:
         self.cache.nominator = self.queue.nominator
         self.recorder = EventRecorder(client, "default-scheduler")
         self.pods = shared_informer(client, "v1", "pods")
+        self.pods.add_index(POD_GROUP_INDEX, pod_group_index)
         self.nodes = shared_informer(client, "v1", "nodes")
         self.namespaces = shared_informer(client, "v1", "namespaces")
         self.extra: dict[str, Informer] = {
@@ -177,6 +184,19 @@ class Scheduler:
         if inf is None:
             return self.namespaces.list() if resource == "namespaces" else []
         return inf.list()
+
+    def _object(self, resource: str, key: str) -> Obj | None:
+        inf = self.extra.get(resource)
+        return inf.get(key) if inf is not None else None
+
+    def _group_pods(self, namespace: str, name: str) -> list[Obj]:
+        pods = self.pods
+        out = []
+        for key in pods.index_keys(POD_GROUP_INDEX, f"{namespace}/{name}"):
+            pod = pods.get(key)
+            if pod is not None:
+                out.append(pod)
+        return out
 
     def _namespace_labels(self, namespace: str) -> dict[str, str] | None:
         ns = self.namespaces.get(namespace)
@@ -202,6 +222,8 @@ class Scheduler:
         elif self._responsible(pod) and not (pod.get("metadata") or {}).get(
                 "deletionTimestamp"):
             self.queue.add(PodInfo(pod))
+            if pod_group_name(pod):  # a gang member: its waiting siblings may now be enough
+                self.queue.on_event(UNSCHEDULED_POD_ADD, None, pod)
         self._gauge()
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
@@ -246,6 +268,13 @@ class Scheduler:
     def _node_deleted(self, node: Obj) -> None:
         self.cache.remove_node(node["metadata"]["name"])
 
+    def _pod_group_added(self, pg: Obj) -> None:
+        self.queue.on_event(ClusterEvent("PodGroup", Action.ADD), None, pg)
+
+    def _pod_group_updated(self, old: Obj, new: Obj) -> None:
+        if old.get("spec") != new.get("spec"):  # not the status the controller writes
+            self.queue.on_event(ClusterEvent("PodGroup", Action.UPDATE), old, new)
+
     def _gauge(self) -> None:
         self.metrics.pending(self.queue.counts())
 
@@ -265,6 +294,7 @@ class Scheduler:
         for name, kind in kinds.items():
             h = self._other_changed(kind)
             self.extra[name].add_handler(h, h, h)
+        self.extra["podgroups"].add_handler(self._pod_group_added, self._pod_group_updated)
         informers = [self.nodes, self.namespaces, *self.extra.values(), self.pods]
         for inf in informers:
             inf.start()
@@ -338,13 +368,22 @@ class Scheduler:
             self.cache.forget(assumed)
             self._failed(qp, st.message, error=st.code == Code.ERROR,
                          plugins={st.plugin} if st.rejected else set())
+            self._activate(state)
             self.metrics.attempt("unschedulable" if st.rejected else "error", fwk.name,
                                  time.perf_counter() - started)
             return
+        self._activate(state)
         self.metrics.attempt("scheduled", fwk.name, time.perf_counter() - started)
         self.queue.nominator.delete(pod.uid)
         self._spawn(self._binding_cycle(fwk, state, qp, assumed, node_name, wait),
                     name=f"bind-{pod.key}")
+
+    def _activate(self, state: CycleState) -> None:
+        """Move the pods a plugin asked for (``PODS_TO_ACTIVATE``) to activeQ."""
+        to_activate = state.read(PODS_TO_ACTIVATE)
+        if to_activate:
+            state.write(PODS_TO_ACTIVATE, None)
+            self.queue.activate(to_activate)
 
     def schedule_pod(self, fwk: Framework, state: CycleState, pod: PodInfo) -> str:
         """The node the pod should go to, or :class:`FitError`."""
@@ -530,6 +569,7 @@ class Scheduler:
             self._failed(qp, message, plugins={st.plugin} if st.rejected else set(),
                          error=not st.rejected, reason="Unschedulable" if st.rejected
                          else "SchedulerError")
+            self._activate(state)  # e.g. the gang this one's room was let go for
             return
         self.queue.done(pod.uid)
         fwk.run_post_bind(state, assumed, node_name)
@@ -558,11 +598,17 @@ class WaitingPod:
         if not self._done.done():
             self._done.set_result(Status.unschedulable(message).with_plugin(plugin))
 
+    @property
+    def allowed(self) -> bool:
+        """Every plugin allowed it: it goes on to bind (it stays listed meanwhile)."""
+        return self._done.done() and self._done.result() is None
+
     async def wait(self, timeout: float) -> Status | None:
         try:
             async with asyncio.timeout(timeout):
                 return await self._done
         except TimeoutError:
+            pending = sorted(self.pending)
             return Status.unschedulable("rejected due to timeout after waiting "
-                                        f"{timeout:g}s at plugin(s) "
-                                        f"{', '.join(sorted(self.pending))}")
+                                        f"{timeout:g}s at plugin(s) {', '.join(pending)}"
+                                        ).with_plugin(pending[0] if pending else "")

@@ -17,6 +17,7 @@ from kybernetes.api.validation import (  # noqa: F401  (each module registers it
     discovery,
     networking,
     persistentvolume,
+    podgroup,
     policy,
     rbac,
     scheduling,
