@@ -187,3 +187,44 @@ def test_gang_short_of_members_waits_for_them(fake: Cluster) -> None:
     assert pg["status"]["phase"] == "Pending"
     _apply(fake, _pod("m-2", ns, "small", cpu="1"))
     _wait(lambda: len(_bound(fake, ns)) == 3, "the gang of three to be bound")
+
+
+def _training_job(name: str, ns: str) -> Obj:
+    template = {"spec": {"containers": [{
+        "name": "pytorch", "image": "python:3.11", "command": ["python", "/train.py"],
+        "resources": {"requests": {"cpu": BIG}}}]}}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"runPolicy": {"schedulingPolicy": {"scheduleTimeoutSeconds": 3}},
+                     "pytorchReplicaSpecs": {
+                         "Master": {"replicas": 1, "template": template},
+                         "Worker": {"replicas": 3, "template": template}}}}
+
+
+def test_two_training_jobs_for_room_for_one_never_deadlock(fake: Cluster) -> None:
+    """Two 4-replica PyTorchJobs, room for one: the training controller makes each a
+    PodGroup of four; one job's pods all bind while the other's hold nothing; once the
+    first job is deleted, the second one's bind."""
+    ns = "gang-jobs"
+    _namespace(fake, ns)
+    _apply(fake, _training_job("one", ns), _training_job("two", ns))
+    groups = _wait(lambda: (lambda items: items if len(items) == 2 else None)(
+        fake.kubectl_json("get", "podgroups", "-n", ns)["items"]), "the jobs' PodGroups")
+    assert sorted((g["metadata"]["name"], g["spec"]["minMember"]) for g in groups) == [
+        ("one", 4), ("two", 4)]
+
+    def one_job() -> str | None:
+        bound = _bound(fake, ns)
+        jobs = {name.split("-", 1)[0] for name in bound}
+        return next(iter(jobs)) if len(bound) == 4 and len(jobs) == 1 else None
+
+    winner = _wait(one_job, "one whole job to be bound", timeout=60)
+    loser = "two" if winner == "one" else "one"
+    time.sleep(2)
+    assert {n.split("-", 1)[0] for n in _bound(fake, ns)} == {winner}
+    fake.kubectl("delete", "pytorchjob", winner, "-n", ns, "--wait=true")
+    bound = _wait(lambda: (lambda b: b if len(b) == 4 and all(
+        n.startswith(loser) for n in b) else None)(_bound(fake, ns)),
+        "the other job's pods to be bound", timeout=90)
+    assert sorted(bound) == [f"{loser}-master-0", *(f"{loser}-worker-{i}" for i in range(3))]
+    fake.kubectl("delete", "namespace", ns, "--wait=false")

@@ -78,6 +78,14 @@ DEFINITIONS: dict[str, Schema] = {
                     "controller should create Pods or not."},
         "managedBy": _s("ManagedBy is used to indicate the controller or entity that manages "
                         "a job."),
+        "restartScope": {"type": "string", "enum": ["Replica", "Job"], "description": (
+            "RestartScope (a kybernetes extension, not in the Kubeflow API) says what is "
+            "restarted when a replica fails and its restartPolicy allows a restart: "
+            "\"Replica\" (the default, the Kubeflow training operator's behaviour) restarts "
+            "the failed replica's pod alone; \"Job\" restarts every replica of the job "
+            "together, so that collective jobs (torch.distributed, MPI-style all-reduce), "
+            "whose surviving ranks would otherwise wait forever for the lost one, never "
+            "hang. Left unset it means Replica, and no default is written into the object.")},
     }, "RunPolicy encapsulates various runtime policies of the distributed training job."),
     P + "RDZVConf": _obj({"key": _s("key"), "value": _s("value")}),
     P + "ElasticPolicy": _obj({

@@ -26,7 +26,8 @@ Stopper = Callable[[], Awaitable[None]]
 
 MODULES = ("garbagecollector", "namespace", "persistentvolume", "deployment", "daemonset",
            "statefulset", "cronjob", "job", "ttlafterfinished", "endpointslice", "disruption",
-           "servicelb", "nodelifecycle", "resourcequota", "podautoscaler", "podgroup")
+           "servicelb", "nodelifecycle", "resourcequota", "podautoscaler", "training.controller",
+           "podgroup")
 
 
 async def _load(*modules: str) -> None:
@@ -140,6 +141,13 @@ async def start_controllers(client: Client, *, node_monitor_grace_period: float 
                                       downscale_stabilization=hpa_downscale_stabilization)
     await hpa_ctl.start()
     stoppers.append(hpa_ctl.stop)
+    # Kubeflow training jobs (PyTorchJob, TFJob; share the pod informer)
+    await _load("training.controller")
+    from kybernetes.controllers.training.controller import TrainingJobController
+
+    training_ctl = TrainingJobController(client, pods=replicasets.pods)
+    await training_ctl.start()
+    stoppers.append(training_ctl.stop)
     # coscheduling PodGroups' status (shares the pod informer)
     await _load("podgroup")
     from kybernetes.controllers.podgroup import PodGroupController

@@ -13,6 +13,7 @@ from kybernetes.api.defaults import (  # noqa: F401  (each module registers its 
     batch,
     core,
     discovery,
+    kubeflow,
     networking,
     rbac,
     scheduling,

@@ -15,6 +15,7 @@ from kybernetes.api.validation import (  # noqa: F401  (each module registers it
     coordination,
     core,
     discovery,
+    kubeflow,
     networking,
     persistentvolume,
     podgroup,
