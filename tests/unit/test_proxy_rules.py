@@ -101,6 +101,9 @@ def test_render_spreads_over_endpoints_and_masquerades_hairpin() -> None:
         assert f"ip saddr {ip} meta mark set meta mark | 0x4000" in script
         assert f"meta l4proto tcp dnat to {ip}:5000" in script
     assert "add rule ip kybernetes_x filter-forward ip daddr 10.96.0.0/12 reject" in script
+    # a service range another server's userspace proxy made local is its to answer
+    assert ("add rule ip kybernetes_x filter-output ip daddr 10.96.0.0/12 "
+            "fib daddr type != local reject") in script
     assert "delete table ip kybernetes_x" in script  # no previous state: start afresh
     assert {"svc-0", "services", "nat-output"} <= installed.chains
 

@@ -13,7 +13,8 @@ The table (``ip kybernetes_<id>``, one per node agent on the machine)::
     ep-N-M:   mark hairpin traffic, remember the client (sessionAffinity), DNAT
     nat-postrouting (srcnat): masquerade what was marked
     filter-output, filter-forward: reject what is still addressed to the service range
-              (no such Service, port or endpoint); filter-input: refuse packets for
+              (no such Service, port or endpoint; on output, unless a userspace proxy on
+              the machine made it local and listens there); filter-input: refuse packets for
               127.0.0.0/8 that come from outside (localhost NodePorts need
               ``route_localnet`` on the pod bridges)
 
@@ -311,14 +312,17 @@ def render(ports: list[ServicePort], *, table: str, node: str, service_cidr: str
     if b.local_ports:
         arms = ", ".join(f"{proto} . {port} : goto {chain}"
                          for (proto, port), chain in sorted(b.local_ports.items()))
-        services.append(f"fib daddr type local meta l4proto . th dport vmap {{ {arms} }}")
+        # (not the service range: a userspace proxy of another server on the machine may
+        # have made it local, and its virtual IPs are no node address)
+        services.append(f"fib daddr type local ip daddr != {service_cidr} "
+                        f"meta l4proto . th dport vmap {{ {arms} }}")
     chains: dict[str, list[str]] = {
         "nat-prerouting": ["jump services"],
         "nat-output": ["jump services"],
         "nat-postrouting": [f"meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade"],
         "filter-input": ['iifname != "lo" ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 '
                          "ct state != { established, related } drop"],
-        "filter-output": [f"ip daddr {service_cidr} reject"],
+        "filter-output": [f"ip daddr {service_cidr} fib daddr type != local reject"],
         "filter-forward": [f"ip daddr {service_cidr} reject"],
         "services": services,
         **b.chains,
