@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.cluster import Cluster, fake_node_cluster
+from tests.e2e.cluster import Cluster, fake_node_cluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +30,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def _wait(cond: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+    return wait_for(what, cond, timeout, every=0.25)
 
 
 def _group(name: str, ns: str, min_member: int, timeout: int = 3) -> Obj:

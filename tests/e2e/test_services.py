@@ -132,11 +132,17 @@ def test_serve_model_is_spread_over_its_replicas(served: tuple[Cluster, dict[str
                              ("LoadBalancer", lb, 80), ("the DNS name", dns_ip, 80)):
         assert_even(spread(host, port), pods, f"{what} from the host")
 
+    spread_from_a_pod(c, node_port, REQUESTS, pods)
+
+
+def spread_from_a_pod(c: Cluster, node_port: int, requests: int, pods: set[str]) -> None:
+    """``requests`` each from a pod to the ClusterIP, the DNS name, the NodePort and the
+    load balancer (on the pod's gateway: the node), each replica getting a third."""
     c.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
         "spec": {"restartPolicy": "Never", "containers": [{
             "name": "client", "image": "python:3.11",
-            "command": ["python", "-c", CLIENT_POD, str(node_port), str(REQUESTS)]}]}}))
+            "command": ["python", "-c", CLIENT_POD, str(node_port), str(requests)]}]}}))
     phase = wait_for("the client pod to finish", lambda: c.kubectl_json(
         "get", "pod", "client")["status"].get("phase") in ("Succeeded", "Failed") and
         c.kubectl_json("get", "pod", "client")["status"]["phase"], timeout=120)

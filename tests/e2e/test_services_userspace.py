@@ -19,13 +19,13 @@ import pytest
 from kybernetes.proxy.host import USERSPACE_DIR, table_name
 from tests.e2e.cluster import SCENARIOS, Cluster, agent_cluster, wait_for
 from tests.e2e.test_services import (
-    CLIENT_POD,
     _route,
     _tables,
     assert_even,
     replicas,
     resolve,
     spread,
+    spread_from_a_pod,
 )
 from tests.e2e.test_services import (
     test_a_deleted_replica_stops_receiving_and_no_request_fails as deleted_replica_check,
@@ -78,18 +78,7 @@ def test_userspace_proxy_spreads_requests(served: tuple[Cluster, dict[str, Any]]
                              ("LoadBalancer", lb, 80)):
         assert_even(spread(host, port, REQUESTS), pods, f"{what} from the host")
 
-    c.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "client", "image": "python:3.11",
-            "command": ["python", "-c", CLIENT_POD, str(node_port), str(REQUESTS)]}]}}))
-    phase = wait_for("the client pod to finish", lambda: c.kubectl_json(
-        "get", "pod", "client")["status"].get("phase") in ("Succeeded", "Failed") and
-        c.kubectl_json("get", "pod", "client")["status"]["phase"], timeout=120)
-    logs = c.kubectl("logs", "client").stdout
-    assert phase == "Succeeded", logs
-    for what, counts in json.loads(logs.splitlines()[-1]).items():
-        assert_even(counts, pods, f"{what} from a pod")
+    spread_from_a_pod(c, node_port, REQUESTS, pods)
 
 
 def test_userspace_proxy_a_port_without_endpoints_refuses(

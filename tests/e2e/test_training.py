@@ -73,11 +73,42 @@ def env_of(pod: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
 
 
+def _master_restarted(c: Cluster, job: str) -> dict[str, Any] | None:
+    pod = c.kubectl_json("get", "pods", f"{job}-master-0") if f"pod/{job}-master-0" in \
+        c.kubectl("get", "pods", "-o", "name").stdout else {}
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return pod if statuses and statuses[0].get("restartCount") else None
+
+
+def run_until_trained(c: Cluster, attempts: int = 3) -> None:
+    """Apply pytorchjob.yaml until it succeeds. torch 2.13 (CPU) now and then crashes
+    in its own exit, after the training and ``destroy_process_group`` (``terminate
+    called without an active exception``, then SIGSEGV; seen on this node under CPU
+    load in about one run of ten, not reproduced with plain local processes); the
+    master, restarted in place
+    as ``OnFailure`` says, then waits for workers that are done. Only that crash, after
+    the final loss was printed, earns another attempt."""
+    for _ in range(attempts):
+        c.kubectl("apply", "-f", str(SCENARIOS / "pytorchjob.yaml"))
+        wait_for("ddp-linear to finish or its master to restart", lambda: state(
+            c, "pytorchjobs", "ddp-linear") in ("Succeeded", "Failed") or _master_restarted(
+            c, "ddp-linear"), timeout=150, every=0.5)
+        if state(c, "pytorchjobs", "ddp-linear") == "Succeeded":
+            return
+        master = _master_restarted(c, "ddp-linear")
+        assert master is not None, c.kubectl("describe", "pytorchjob", "ddp-linear").stdout
+        last = master["status"]["containerStatuses"][0]["lastState"]["terminated"]
+        before = c.kubectl("logs", "--previous", "ddp-linear-master-0").stdout
+        assert last["exitCode"] in (134, 139) and "final_loss=" in before, (last, before)
+        c.kubectl("delete", "pytorchjob", "ddp-linear", "--wait=true")
+        wait_for("the crashed run's pods to go", lambda: pods_of(c, "ddp-linear") == [],
+                 timeout=60)
+    raise AssertionError(f"pytorchjob.yaml did not succeed in {attempts} attempts")
+
+
 @needs_torch
 def test_pytorchjob_scenario_trains_ddp_to_success(c: Cluster) -> None:
-    c.kubectl("apply", "-f", str(SCENARIOS / "pytorchjob.yaml"))
-    assert wait_finished(c, "pytorchjobs", "ddp-linear") == "Succeeded", \
-        c.kubectl("describe", "pytorchjob", "ddp-linear").stdout
+    run_until_trained(c)
     out = c.kubectl("get", "pytorchjobs").stdout
     assert re.search(r"ddp-linear\s+Succeeded", out), out
     log = c.kubectl("logs", "ddp-linear-master-0").stdout
@@ -218,9 +249,12 @@ def test_restart_scope_job_restarts_every_replica(c: Cluster) -> None:
         c.kubectl("describe", "pytorchjob", "gang-restart").stdout
     pods = pods_of(c, "gang-restart")
     assert len(pods) == 4
-    for p in pods:  # every replica is a new pod of the job's second run
+    runs = {p["metadata"]["annotations"]["training.kybernetes.io/job-restarts"]
+            for p in pods}
+    for p in pods:  # every replica is a new pod of the job's next run
         assert p["metadata"]["uid"] != first[p["metadata"]["name"]]
-        assert p["metadata"]["annotations"]["training.kybernetes.io/job-restarts"] == "1"
+    # one run after the kill (another if torch crashed in its exit: see run_until_trained)
+    assert len(runs) == 1 and int(runs.pop()) >= 1
     assert "final_loss=" in c.kubectl("logs", "gang-restart-master-0").stdout
     c.kubectl("delete", "pytorchjob", "gang-restart")
 
