@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from kybernetes.apiserver.certs import self_signed_pem
-from tests.e2e.cluster import SCENARIOS, Cluster, agent_cluster
+from tests.e2e.cluster import SCENARIOS, Cluster, agent_cluster, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.geteuid() != 0 or not Path("/usr/lib/cni/bridge").exists(),
@@ -39,6 +39,10 @@ def ab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                   str(SCENARIOS / "ab-test.yaml"))
         for d in ("model1", "model2"):
             c.kubectl("rollout", "status", f"deployment/{d}", "--timeout=90s", timeout=100)
+        # ready pods reach the ingress through their EndpointSlices a moment later (503
+        # until then, as upstream's ingress-nginx answers)
+        wait_for("the ingress to reach both models", lambda: post(c, "/predict")[0] == 200
+                 and post(c, "/model1")[0] == 404 and post(c, "/model2/x")[0] == 404)
         yield c
     finally:
         running.close()
