@@ -42,16 +42,21 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, 
     """A server of its own running serve-model.yaml, and the ml-model Service once it has
     its load balancer address."""
     running = agent_cluster(tmp_path_factory.mktemp("services"))
-    c = next(running)
     try:
-        c.kubectl("apply", "-f", str(SCENARIOS / "serve-model.yaml"))
-        c.kubectl("rollout", "status", "deployment/ml-model", "--timeout=90s", timeout=100)
-        svc = wait_for("the load balancer's address", lambda: (s := c.kubectl_json(
-            "get", "service", "ml-model")).get("status", {}).get("loadBalancer", {})
-            .get("ingress") and s)
-        yield c, svc
+        yield serve_model(next(running))
     finally:
         running.close()  # stops the server and its pods
+
+
+def serve_model(c: Cluster) -> tuple[Cluster, dict[str, Any]]:
+    """serve-model.yaml applied and rolled out, and the ml-model Service once it has its
+    load balancer address."""
+    c.kubectl("apply", "-f", str(SCENARIOS / "serve-model.yaml"))
+    c.kubectl("rollout", "status", "deployment/ml-model", "--timeout=90s", timeout=100)
+    svc = wait_for("the load balancer's address", lambda: (s := c.kubectl_json(
+        "get", "service", "ml-model")).get("status", {}).get("loadBalancer", {})
+        .get("ingress") and s)
+    return c, svc
 
 
 def predict(host: str, port: int, *, tries: int = 1) -> tuple[int, str]:

@@ -17,13 +17,14 @@ from typing import Any
 import pytest
 
 from kybernetes.proxy.host import USERSPACE_DIR, table_name
-from tests.e2e.cluster import SCENARIOS, Cluster, agent_cluster, wait_for
+from tests.e2e.cluster import Cluster, agent_cluster
 from tests.e2e.test_services import (
     _route,
     _tables,
     assert_even,
     replicas,
     resolve,
+    serve_model,
     spread,
     spread_from_a_pod,
 )
@@ -45,12 +46,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, 
     c = next(running)
     table = table_name(c.data_dir / "agent")
     try:
-        c.kubectl("apply", "-f", str(SCENARIOS / "serve-model.yaml"))
-        c.kubectl("rollout", "status", "deployment/ml-model", "--timeout=90s", timeout=100)
-        svc = wait_for("the load balancer's address", lambda: (s := c.kubectl_json(
-            "get", "service", "ml-model")).get("status", {}).get("loadBalancer", {})
-            .get("ingress") and s)
-        yield c, svc
+        yield serve_model(c)
     finally:
         running.close()
     assert not (USERSPACE_DIR / table).exists()

@@ -97,10 +97,10 @@ def _job_key(pod: Obj) -> str | None:
     ref = controller_of(pod)
     if not ref or ref.get("apiVersion") != GROUP_VERSION:
         return None
-    plural = {"PyTorchJob": "pytorchjobs", "TFJob": "tfjobs"}.get(str(ref.get("kind")))
-    if plural is None:
+    kind = next((k for k in KINDS.values() if k.kind == ref.get("kind")), None)
+    if kind is None:
         return None
-    return f"{plural}/{(pod.get('metadata') or {}).get('namespace', '')}/{ref.get('name')}"
+    return f"{kind.plural}/{(pod.get('metadata') or {}).get('namespace', '')}/{ref.get('name')}"
 
 
 class TrainingJobController:
