@@ -194,7 +194,7 @@ def test_node_object() -> None:
     status = node["status"]
     assert status["capacity"] == status["allocatable"] == {
         "cpu": "64", "memory": "512Gi", "ephemeral-storage": "1Ti", "pods": "110",
-        "nvidia.com/gpu": "4"}
+        "nvidia.com/gpu": "4", "kybernetes.io/gpu-milli": "4000"}
     conds = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert conds == {"Ready": ("True", "KubeletReady"),
                      "MemoryPressure": ("False", "KubeletHasSufficientMemory"),

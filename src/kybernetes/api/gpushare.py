@@ -39,6 +39,8 @@ NVIDIA_GPU = "nvidia.com/gpu"
 GPU_MODELS_ANNOTATION = "kybernetes.io/gpu-models"
 GPU_INDEX_ANNOTATION = "kybernetes.io/gpu-index"
 """On a bound pod: the devices the scheduler gave it, ``"0"`` or ``"0,2"``."""
+GPU_MODEL_LABEL = "nvidia.com/gpu.product"
+"""The node label naming its GPU model (as NVIDIA's GPU feature discovery sets it)."""
 TRACE_MILLI = "alibabacloud.com/gpu-milli"
 TRACE_COUNT = "alibabacloud.com/gpu-count"
 TRACE_MODEL = "alibabacloud.com/gpu-card-model"
@@ -99,6 +101,21 @@ def gpu_request(pod: Mapping[str, Any]) -> GpuRequest | None:
         return GpuRequest(count, share, models) if count > 0 and share > 0 else None
     whole = _container_amount(pod, NVIDIA_GPU)
     return GpuRequest(whole, FULL, models) if whole > 0 else None
+
+
+def device_indexes(pod: Mapping[str, Any]) -> list[int] | None:
+    """The devices recorded on a pod (``kybernetes.io/gpu-index``), None if none are."""
+    text = ((pod.get("metadata") or {}).get("annotations") or {}).get(GPU_INDEX_ANNOTATION)
+    if not text:
+        return None
+    try:
+        return [int(x) for x in str(text).split(",")]
+    except ValueError:
+        return None
+
+
+def format_indexes(devices: Iterable[int]) -> str:
+    return ",".join(str(d) for d in devices)
 
 
 # -- fitting ---------------------------------------------------------------------------

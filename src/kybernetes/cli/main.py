@@ -364,6 +364,48 @@ def killall(data_dir: Path) -> None:
     click.echo(f"stopped {len(uids)} pod(s)")
 
 
+@main.group()
+def sim() -> None:
+    """Replay traces through the scheduler's code, without a server."""
+
+
+@sim.command("gpu")
+@click.option("--nodes", "nodes_csv", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Node list: sn,cpu_milli,memory_mib,gpu,model.")
+@click.option("--pods", "pods_csv", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Pod list: name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec.")
+@click.option("--policy", default="FGD", show_default=True,
+              help="Random, DotProd, GpuClustering, GpuPacking, BestFit, FGD, or the name "
+                   "of a Score plugin.")
+@click.option("--tune", type=click.FloatRange(min=0.01), default=1.3, show_default=True,
+              help="Arrived GPU demand as a multiple of the cluster's GPU capacity.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the allocation curve as a PNG (needs matplotlib).")
+def sim_gpu(nodes_csv: Path, pods_csv: Path, policy: str, tune: float, seed: int,
+            plot: Path | None) -> None:
+    """Replay a GPU cluster trace (FGD protocol) and print the allocation curve as JSON:
+    arrived GPU demand (% of capacity) -> allocated milli-GPU (% of capacity)."""
+    import json
+
+    from kybernetes.scheduler import gpusim
+
+    try:
+        result = gpusim.replay(gpusim.load_nodes(nodes_csv), gpusim.load_pods(pods_csv),
+                               policy, tune=tune, seed=seed)
+    except gpusim.TraceError as e:
+        raise click.UsageError(str(e)) from None
+    out = result.as_json()
+    click.echo(json.dumps(out, indent=2))
+    if plot is not None:
+        try:
+            gpusim.plot(result, plot)
+        except ImportError:
+            raise click.UsageError("--plot needs matplotlib (pip install matplotlib)") from None
+
+
 def install_stop_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

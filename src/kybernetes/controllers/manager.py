@@ -27,7 +27,7 @@ Stopper = Callable[[], Awaitable[None]]
 MODULES = ("garbagecollector", "namespace", "persistentvolume", "deployment", "daemonset",
            "statefulset", "cronjob", "job", "ttlafterfinished", "endpointslice", "disruption",
            "servicelb", "nodelifecycle", "resourcequota", "podautoscaler", "training.controller",
-           "podgroup")
+           "podgroup", "gpuallocation")
 
 
 async def _load(*modules: str) -> None:
@@ -155,6 +155,13 @@ async def start_controllers(client: Client, *, node_monitor_grace_period: float 
     podgroup_ctl = PodGroupController(client, pods=replicasets.pods)
     await podgroup_ctl.start()
     stoppers.append(podgroup_ctl.stop)
+    # per-device GPU allocation on the nodes (shares the pod informer)
+    await _load("gpuallocation")
+    from kybernetes.controllers.gpuallocation import GpuAllocationController
+
+    gpu_ctl = GpuAllocationController(client, pods=replicasets.pods)
+    await gpu_ctl.start()
+    stoppers.append(gpu_ctl.stop)
     return stoppers
 
 

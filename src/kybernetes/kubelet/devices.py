@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kybernetes.api import quantity
+from kybernetes.api import gpushare, quantity
 
 RESOURCE = "nvidia.com/gpu"
 
@@ -101,6 +101,38 @@ class DeviceManager:
     def release(self, uid: str) -> None:
         for index in [i for i, o in self.owners.items() if o.startswith(f"{uid}/")]:
             del self.owners[index]
+
+
+def scheduled_devices(pod: dict[str, Any], container: dict[str, Any],
+                      devices: list[Device]) -> tuple[list[Device], dict[str, str]] | None:
+    """The devices the scheduler gave the pod (``kybernetes.io/gpu-index``) as this
+    container sees them, with the hints a GPU share gets: None when the scheduler chose
+    nothing (the device manager then assigns whole devices itself).
+
+    A share of ``m`` milli-GPU runs with ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` = m/10 (the
+    share of the device's SMs an MPS client may use), ``KYBERNETES_GPU_MILLI`` and
+    ``KYBERNETES_GPU_MEMORY_FRACTION`` (for ``torch.cuda.set_per_process_memory_fraction``).
+    Containers that ask for no GPU resource get no devices unless none of the pod's do
+    (the request was made by annotation)."""
+    indexes = gpushare.device_indexes(pod)
+    req = gpushare.gpu_request(pod)
+    if indexes is None or req is None:
+        return None
+    def asks(c: dict[str, Any]) -> bool:
+        res = c.get("resources") or {}
+        return any(name in (res.get(part) or {}) for part in ("requests", "limits")
+                   for name in (RESOURCE, gpushare.GPU_MILLI))
+    if not asks(container) and any(asks(c) for c in (pod.get("spec") or {}).get(
+            "containers") or ()):
+        return [], {}
+    by_index = {d.index: d for d in devices}
+    chosen = [by_index[i] for i in indexes if i in by_index]
+    hints: dict[str, str] = {}
+    if req.shared:
+        hints = {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": str(max(1, -(-req.milli // 10))),
+                 "KYBERNETES_GPU_MILLI": str(req.milli),
+                 "KYBERNETES_GPU_MEMORY_FRACTION": f"{req.milli / gpushare.FULL:g}"}
+    return chosen, hints
 
 
 def visible_env(devices: list[Device]) -> dict[str, str]:

@@ -331,6 +331,7 @@ def resources(spec: FakeNodeSpec) -> Obj:
                 "ephemeral-storage": "1Ti", "pods": str(spec.pods)}
     if spec.gpus:
         out["nvidia.com/gpu"] = str(spec.gpus)
+        out["kybernetes.io/gpu-milli"] = str(1000 * spec.gpus)
     return out
 
 

@@ -91,6 +91,7 @@ def capacity(cfg: NodeConfig) -> Obj:
     }
     if cfg.fake_gpus:
         cap["nvidia.com/gpu"] = str(cfg.fake_gpus)
+        cap["kybernetes.io/gpu-milli"] = str(1000 * cfg.fake_gpus)  # shares of the devices
     return cap
 
 

@@ -26,7 +26,14 @@ from kybernetes.client.events import EventRecorder
 from kybernetes.kubelet import env as envmod
 from kybernetes.kubelet import images as imagesmod
 from kybernetes.kubelet.cgroups import Cgroups
-from kybernetes.kubelet.devices import DeviceError, DeviceManager, discover, requested, visible_env
+from kybernetes.kubelet.devices import (
+    DeviceError,
+    DeviceManager,
+    discover,
+    requested,
+    scheduled_devices,
+    visible_env,
+)
 from kybernetes.kubelet.logs import parse_line
 from kybernetes.kubelet.network import NetworkError, PodNetwork
 from kybernetes.kubelet.probes import ProbeState, run_hook, run_probe
@@ -338,14 +345,20 @@ class PodWorker:
             await self.event("Failed", f"Error: {e}", typ="Warning", field_path=fp, once=True)
             return
         try:
-            gpus = self.mgr.devices.assign(self.uid, c["name"], requested(c),
-                                           self.mgr.runtime.pod_dir(self.uid))
+            scheduled = scheduled_devices(self.pod, c, self.mgr.devices.devices)
+            hints: dict[str, str] = {}
+            if scheduled is not None:
+                gpus, hints = scheduled
+            else:
+                gpus = self.mgr.devices.assign(self.uid, c["name"], requested(c),
+                                               self.mgr.runtime.pod_dir(self.uid))
         except DeviceError as e:
             # as kubelet's admission: the pod is rejected for good, not retried
             self.rejected = ("UnexpectedAdmissionError", f"Pod was rejected: {e}")
             await self.event("UnexpectedAdmissionError", str(e), typ="Warning", once=True)
             return
         env.update(visible_env(gpus))
+        env.update(hints)
         env.setdefault("PATH", image.path)
         env.setdefault("HOSTNAME", self.spec.get("hostname") or self.name)
         for item in image.env:

@@ -41,13 +41,20 @@ REGISTRY: dict[str, str] = {
     "DefaultPreemption": "defaultpreemption:new",
     "DefaultBinder": "defaultbinder:new",
     "Coscheduling": "coscheduling:new",
+    "GpuShare": "gpushare:new",
+    "RandomScore": "gpushare:new_random",
+    "DotProductScore": "gpushare:new_dotprod",
+    "GpuClusteringScore": "gpushare:new_clustering",
+    "GpuPackingScore": "gpushare:new_packing",
+    "BestFitScore": "gpushare:new_bestfit",
+    "FGDScore": "gpushare:new_fgd",
 }
 """In-tree plugins: name -> ``module:factory`` under ``kybernetes.scheduler.plugins``."""
 
 DEFAULT_PLUGINS: list[tuple[str, int]] = [
     ("SchedulingGates", 0), ("NodeUnschedulable", 0), ("NodeName", 0),
     ("TaintToleration", 3), ("NodeAffinity", 2), ("NodePorts", 0), ("NodeResourcesFit", 1),
-    ("VolumeRestrictions", 0), ("VolumeBinding", 0), ("PodTopologySpread", 2),
+    ("GpuShare", 0), ("VolumeRestrictions", 0), ("VolumeBinding", 0), ("PodTopologySpread", 2),
     ("InterPodAffinity", 2), ("DefaultPreemption", 0),
     ("NodeResourcesBalancedAllocation", 1), ("DefaultBinder", 0), ("Coscheduling", 0),
 ]

@@ -321,6 +321,10 @@ NODE_ADD = ClusterEvent("Node", Action.ADD)
 UNSCHEDULED_POD_ADD = ClusterEvent("UnscheduledPod", Action.ADD)
 """A pending pod was created (only reported for pods of a PodGroup: it may complete a gang)."""
 
+BINDING_ANNOTATIONS = "kybernetes.io/binding-annotations"
+"""CycleState key: annotations (a dict) a Reserve plugin wants written onto the pod with
+its binding (the API server copies a Binding's annotations onto the pod)."""
+
 PODS_TO_ACTIVATE = "kubernetes.io/pods-to-activate"
 """CycleState key: a ``set`` of pod uids a plugin (Reserve or Permit) wants moved from
 backoff or the unschedulable pods straight to activeQ once the scheduling cycle ends

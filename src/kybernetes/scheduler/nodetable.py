@@ -47,6 +47,12 @@ class NodeTable:
         self.allowed_pods = np.zeros(n, np.int64)
         self.unschedulable = np.zeros(n, np.bool_)
         self.tainted = np.zeros(n, np.bool_)
+        self.gpu_devices = np.zeros(n, np.int64)
+        self.gpu_free = np.full((n, max((len(ni.gpu_free) for ni in nodes), default=0)), -1,
+                                np.int64)
+        """Free milli-GPU per (node, device); -1 past a node's last device."""
+        self.gpu_pods = np.zeros((n, 2), np.int64)
+        """Per node: pods sharing a GPU, pods holding whole GPUs."""
         self._labels: list[dict[str, str]] = [{} for _ in range(n)]
         self._label_columns: dict[str, LabelColumn] = {}
         names = set(_BASIC)
@@ -87,6 +93,16 @@ class NodeTable:
         self.allowed_pods[i] = ni.allowed_pods
         self.unschedulable[i] = ni.unschedulable
         self.tainted[i] = bool(ni.taints)
+        free = ni.gpu_free
+        if len(free) > self.gpu_free.shape[1]:
+            wider = np.full((self.size, len(free)), -1, np.int64)
+            wider[:, :self.gpu_free.shape[1]] = self.gpu_free
+            self.gpu_free = wider
+        if free or self.gpu_devices[i]:
+            self.gpu_free[i] = -1
+            self.gpu_free[i, :len(free)] = free
+            self.gpu_devices[i] = len(free)
+            self.gpu_pods[i] = ni.gpu_pods
         if ni.labels != self._labels[i]:
             self._labels[i] = ni.labels
             self._label_columns.clear()

@@ -421,8 +421,13 @@ class Scheduler:
             raise RuntimeError(st.message)
         totals, _ = fwk.run_score(state, pod, feasible)
         best = max(totals)
-        ties = [i for i, s in enumerate(totals) if s == best]
-        return feasible[ties[0] if len(ties) == 1 else random.choice(ties)].name
+        ties = [feasible[i] for i, s in enumerate(totals) if s == best]
+        return (ties[0] if len(ties) == 1 else self.pick(ties)).name
+
+    def pick(self, ties: list[NodeInfo]) -> NodeInfo:
+        """One of the nodes sharing the best score: at random, as upstream (a replay that
+        wants repeatable ties overrides this)."""
+        return random.choice(ties)
 
     def _schedule_batch(self, fwk: Framework, state: CycleState, pod: PodInfo,
                         nodes: list[NodeInfo]) -> str | None:
@@ -447,8 +452,9 @@ class Scheduler:
             listed, _ = fwk.run_score(state, pod, feasible)
             totals = np.array(listed, np.int64)
         ties = np.flatnonzero(totals == totals.max())
-        pick = int(ties[0]) if len(ties) == 1 else int(random.choice(ties.tolist()))
-        return feasible[pick].name
+        if len(ties) == 1:
+            return feasible[int(ties[0])].name
+        return self.pick([feasible[i] for i in ties.tolist()]).name
 
     def _find_feasible(self, fwk: Framework, state: CycleState, pod: PodInfo,
                        nodes: list[NodeInfo], diag: Diagnosis) -> list[NodeInfo]:

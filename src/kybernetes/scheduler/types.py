@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kybernetes.api import gpushare
 from kybernetes.api.scheduling import NodeSelector, Resources, pod_requests, resource_list
 from kybernetes.api.selectors import LabelSelector, SelectorError, from_label_selector
 from kybernetes.api.storage import claims_of
@@ -196,6 +197,17 @@ class PodInfo:
     def terminating(self) -> bool:
         return bool((self.pod.get("metadata") or {}).get("deletionTimestamp"))
 
+    @cached_property
+    def gpu(self) -> gpushare.GpuRequest | None:
+        """What the pod asks of a node's GPU devices (None: nothing)."""
+        return gpushare.gpu_request(self.pod)
+
+    @cached_property
+    def gpu_devices(self) -> list[int] | None:
+        """The devices the pod holds (annotation ``kybernetes.io/gpu-index``, or what the
+        node accounted for it); None until known."""
+        return gpushare.device_indexes(self.pod)
+
 
 class NodeInfo:
     """A node and what its pods (bound and assumed) take of it."""
@@ -204,6 +216,9 @@ class NodeInfo:
         "allocatable",
         "allowed_pods",
         "generation",
+        "gpu_free",
+        "gpu_model",
+        "gpu_pods",
         "index",
         "labels",
         "name",
@@ -237,6 +252,11 @@ class NodeInfo:
         self.pods_with_required_anti_affinity: dict[str, PodInfo] = {}
         self.used_ports: dict[tuple[str, str, int], int] = {}
         self.pvc_refs: dict[str, int] = {}
+        self.gpu_free: list[int] = []
+        """Free milli-GPU of each device (1000 each on an idle node)."""
+        self.gpu_model = ""
+        self.gpu_pods = [0, 0]
+        """How many of its pods share one GPU, and how many hold whole GPUs."""
         self.generation = 0
         self.table: NodeTable | None = None
         """The node table this node is a row of (its ``index``), kept in step."""
@@ -258,6 +278,10 @@ class NodeInfo:
         alloc = resource_list((node.get("status") or {}).get("allocatable"))
         self.allowed_pods = alloc.pop("pods", 0)
         self.allocatable = alloc
+        devices = alloc.get(gpushare.NVIDIA_GPU, 0)
+        self.gpu_model = self.labels.get(gpushare.GPU_MODEL_LABEL, "")
+        if devices != len(self.gpu_free):
+            self._count_gpus(devices)
         self.generation += 1
         if self.table is not None:
             self.table.sync(self)
@@ -278,6 +302,8 @@ class NodeInfo:
         for claim in pi.claims:
             ref = f"{pi.namespace}/{claim}"
             self.pvc_refs[ref] = self.pvc_refs.get(ref, 0) + 1
+        if pi.gpu is not None:
+            self._hold_gpus(pi, pi.gpu, +1)
         self.generation += 1
         if self.table is not None:
             self.table.sync(self)
@@ -306,10 +332,47 @@ class NodeInfo:
                 self.pvc_refs[ref] = n
             else:
                 self.pvc_refs.pop(ref, None)
+        if old.gpu is not None:
+            self._hold_gpus(old, old.gpu, -1)
         self.generation += 1
         if self.table is not None:
             self.table.sync(self)
         return True
+
+    # -- GPU devices ------------------------------------------------------------------------
+
+    def _hold_gpus(self, pi: PodInfo, req: gpushare.GpuRequest, sign: int) -> None:
+        """Take (+1) or give back (-1) the devices ``pi`` holds. A pod placed without a
+        device (bound by name, or assumed before Reserve) is given the devices the
+        default choice picks, which Reserve may then move (:meth:`move_gpus`)."""
+        devices = pi.gpu_devices
+        if sign > 0 and devices is None:
+            devices = gpushare.choose_devices(self.gpu_free, req) or []
+            pi.gpu_devices = devices
+        free = self.gpu_free
+        for d in devices or ():
+            if 0 <= d < len(free):
+                free[d] -= sign * req.milli
+        self.gpu_pods[0 if req.shared else 1] += sign
+
+    def move_gpus(self, pi: PodInfo, devices: list[int]) -> None:
+        """Give the pod ``pi`` (placed here) ``devices`` instead of those it holds."""
+        req = pi.gpu
+        if req is None or pi.uid not in self.pods or pi.gpu_devices == devices:
+            return
+        self._hold_gpus(pi, req, -1)
+        pi.gpu_devices = devices
+        self._hold_gpus(pi, req, +1)
+        self.generation += 1
+        if self.table is not None:
+            self.table.sync(self)
+
+    def _count_gpus(self, devices: int) -> None:
+        self.gpu_free = [gpushare.FULL] * devices
+        self.gpu_pods = [0, 0]
+        for pi in self.pods.values():
+            if pi.gpu is not None:
+                self._hold_gpus(pi, pi.gpu, +1)
 
     def clone(self) -> NodeInfo:
         c = NodeInfo(name=self.name)
@@ -327,6 +390,9 @@ class NodeInfo:
         c.pods_with_required_anti_affinity = dict(self.pods_with_required_anti_affinity)
         c.used_ports = dict(self.used_ports)
         c.pvc_refs = dict(self.pvc_refs)
+        c.gpu_free = list(self.gpu_free)
+        c.gpu_model = self.gpu_model
+        c.gpu_pods = list(self.gpu_pods)
         c.generation = self.generation
         return c
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kybernetes.api.errors import StatusError
-from kybernetes.scheduler.framework import CycleState, Handle, Status
+from kybernetes.scheduler.framework import BINDING_ANNOTATIONS, CycleState, Handle, Status
 from kybernetes.scheduler.types import PodInfo
 
 
@@ -16,8 +16,11 @@ class DefaultBinder:
         self.handle = handle
 
     async def bind(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
-        body = {"apiVersion": "v1", "kind": "Binding",
-                "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+        md: dict[str, Any] = {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid}
+        annotations = state.read(BINDING_ANNOTATIONS)
+        if annotations:
+            md["annotations"] = dict(annotations)  # copied onto the pod with the binding
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": md,
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}}
         try:
             await self.handle.client.request(
