@@ -87,6 +87,23 @@ def test_bound_pods_hold_their_recorded_devices_until_they_go() -> None:
     assert s.cache.table().gpu_free[node.index].tolist() == [1000] * 4
 
 
+def test_reserve_chooses_afresh_over_devices_a_what_if_left_on_the_pod() -> None:
+    """Preemption's what-ifs add nominated pods to node copies, which notes devices on the
+    pod info; the real placement must not trust them."""
+    s = _scheduler([_gpu_node("g", 2)])
+    full = make_pod("full", requests={"nvidia.com/gpu": "1"}, nodeName="g")
+    full["metadata"]["annotations"] = {gpushare.GPU_INDEX_ANNOTATION: "1"}
+    s.cache.set_pod(full)
+    fwk = s.profiles["default-scheduler"]
+    pi = PodInfo(_share("p", 300))
+    pi.gpu_devices = [1]  # stale
+    state = CycleState()
+    assumed = s.cache.assume(pi, s.schedule_pod(fwk, state, pi))
+    assert fwk.run_reserve(state, assumed, "g") is None
+    assert state.read(BINDING_ANNOTATIONS) == {gpushare.GPU_INDEX_ANNOTATION: "0"}
+    assert s.cache.node("g").gpu_free == [700, 0]  # type: ignore[union-attr]
+
+
 def test_model_constraint() -> None:
     s = _scheduler([_gpu_node("t4", 1, "T4"), _gpu_node("a100", 1, "A100")])
     pod = _share("p", 300)

@@ -134,11 +134,14 @@ class GpuShare:
                 chosen = pl.choose_gpus(state, pod, node, free, req)
                 if chosen is not None:
                     break
-        if chosen is not None:
-            node.move_gpus(pod, chosen)
-        devices = pod.gpu_devices
-        if not devices:
+            else:
+                # chosen afresh: a pod info may carry devices from a what-if placement
+                # (preemption adds nominated pods to node copies)
+                chosen = gpushare.choose_devices(free, req)
+        if chosen is None:
             return Status.unschedulable("no GPU device left for the pod")
+        node.move_gpus(pod, chosen)
+        devices = chosen
         annotations = dict(state.read(BINDING_ANNOTATIONS) or {})
         annotations[gpushare.GPU_INDEX_ANNOTATION] = gpushare.format_indexes(devices)
         state.write(BINDING_ANNOTATIONS, annotations)
