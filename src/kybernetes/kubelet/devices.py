@@ -7,6 +7,7 @@ the pod's directory so that a restarted agent hands out the same devices again.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +22,29 @@ class DeviceError(Exception):
     """Not enough free devices (kubelet's UnexpectedAdmissionError)."""
 
 
+FAKE_MODEL = "Fake-GPU"
+
+
 @dataclass(frozen=True)
 class Device:
     index: int
     uuid: str
+    model: str = FAKE_MODEL
+    """The product name, as NVIDIA's GPU feature discovery labels it (spaces → dashes)."""
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@functools.cache
 def discover(fake: int) -> list[Device]:
-    """The node's GPUs: ``fake`` declared ones, else what NVML reports (none if absent)."""
+    """The node's GPUs: ``fake`` declared ones, else what NVML reports (none without an
+    NVIDIA driver). Asked once per process."""
     if fake:
         return [Device(i, f"GPU-fake-{i:04d}") for i in range(fake)]
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml  # type: ignore[import-untyped]
     except ImportError:
         return []
     try:
@@ -40,8 +52,8 @@ def discover(fake: int) -> list[Device]:
         out = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            uuid = pynvml.nvmlDeviceGetUUID(handle)
-            out.append(Device(i, uuid.decode() if isinstance(uuid, bytes) else str(uuid)))
+            name = _text(pynvml.nvmlDeviceGetName(handle)).strip().replace(" ", "-")
+            out.append(Device(i, _text(pynvml.nvmlDeviceGetUUID(handle)), name))
         return out
     except Exception:
         return []

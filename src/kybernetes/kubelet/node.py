@@ -14,6 +14,7 @@ import psutil
 
 from kybernetes import __version__
 from kybernetes.api.meta import rfc3339
+from kybernetes.kubelet.devices import discover
 
 Obj = dict[str, Any]
 
@@ -89,9 +90,10 @@ def capacity(cfg: NodeConfig) -> Obj:
         "ephemeral-storage": f"{disk.total // 1024}Ki",
         "pods": str(MAX_PODS),
     }
-    if cfg.fake_gpus:
-        cap["nvidia.com/gpu"] = str(cfg.fake_gpus)
-        cap["kybernetes.io/gpu-milli"] = str(1000 * cfg.fake_gpus)  # shares of the devices
+    gpus = discover(cfg.fake_gpus)
+    if gpus:
+        cap["nvidia.com/gpu"] = str(len(gpus))
+        cap["kybernetes.io/gpu-milli"] = str(1000 * len(gpus))  # shares of the devices
     return cap
 
 
@@ -115,10 +117,11 @@ def labels(cfg: NodeConfig) -> dict[str, str]:
     }
     if cfg.control_plane:
         out["node-role.kubernetes.io/control-plane"] = "true"
-    if cfg.fake_gpus:
+    gpus = discover(cfg.fake_gpus)
+    if gpus:
         out["nvidia.com/gpu.present"] = "true"
-        out["nvidia.com/gpu.product"] = "Fake-GPU"
-        out["nvidia.com/gpu.count"] = str(cfg.fake_gpus)
+        out["nvidia.com/gpu.product"] = gpus[0].model
+        out["nvidia.com/gpu.count"] = str(len(gpus))
     out.update(cfg.labels)
     return out
 
