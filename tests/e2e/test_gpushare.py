@@ -23,9 +23,23 @@ SCRIPT = ("echo devices=$CUDA_VISIBLE_DEVICES mps=$CUDA_MPS_ACTIVE_THREAD_PERCEN
           "milli=$KYBERNETES_GPU_MILLI; sleep 3600")
 
 
+PROFILES = """apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: default-scheduler
+- schedulerName: gpu-fgd
+  plugins:
+    multiPoint:
+      enabled: [{name: FGDPlusScore, weight: 1000}]
+"""
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from agent_cluster(tmp_path_factory.mktemp("gpushare"), "--fake-gpus", "2")
+    base = tmp_path_factory.mktemp("gpushare")
+    (base / "scheduler.yaml").write_text(PROFILES)
+    yield from agent_cluster(base, "--fake-gpus", "2", "--scheduler-config",
+                             str(base / "scheduler.yaml"))
 
 
 def _pod(name: str, resources: dict[str, str]) -> dict[str, Any]:
@@ -98,6 +112,22 @@ def test_shares_stack_on_one_device_and_fragmentation_is_named(cluster: Cluster)
     assert cluster.kubectl_json("get", "pod", "e")["status"]["phase"] == "Pending"
     cluster.kubectl("delete", "pod", "a", "b", "d", "e", "--wait=true", "--timeout=60s")
     wait_for("all devices free", lambda: "0: 0/1000; 1: 0/1000" in _describe(cluster))
+
+
+def test_a_profile_places_shares_with_a_policy(cluster: Cluster) -> None:
+    """A pod of the ``gpu-fgd`` profile is placed by FGDPlusScore (typical pods read from
+    the cluster's pods) and gets its device like any other."""
+    pods = [_share("f1", 600), _share("f2", 300)]
+    for p in pods:
+        p["spec"]["schedulerName"] = "gpu-fgd"
+    _apply(cluster, *pods)
+    logs = _running(cluster, "f1", "f2")
+    assert logs["f1"] in ("devices=0 mps=60 milli=600", "devices=1 mps=60 milli=600")
+    assert logs["f2"].endswith("mps=30 milli=300")
+    for name in ("f1", "f2"):
+        pod = cluster.kubectl_json("get", "pod", name)
+        assert pod["metadata"]["annotations"]["kybernetes.io/gpu-index"] in ("0", "1")
+    cluster.kubectl("delete", "pod", "f1", "f2", "--wait=true", "--timeout=60s")
 
 
 def test_sim_gpu_replays_a_trace_through_the_cli(tmp_path: Path) -> None:

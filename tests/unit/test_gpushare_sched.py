@@ -185,6 +185,30 @@ def test_batch_scores_match_the_protocols_definitions(seed: int) -> None:
         assert got[fits].tolist() == np.array(want_fgd)[fits].tolist()
 
 
+def test_fgd_plus_sends_a_cpu_pod_where_no_gpu_idles() -> None:
+    """Where FGD scores nodes alike for a CPU-only pod, ours prefers the node with the least
+    idle GPU; GPU pods score as under FGD."""
+    s = _scheduler([_gpu_node("a", 2), _gpu_node("b", 2), _gpu_node("c", 2)])
+    for node, devices in (("a", "0,1"), ("c", "0")):
+        pod = make_pod(f"on-{node}", uid=f"on-{node}", nodeName=node, requests={
+            "nvidia.com/gpu": str(len(devices.split(",")))})
+        pod["metadata"]["annotations"] = {gpushare.GPU_INDEX_ANNOTATION: devices}
+        s.cache.set_pod(pod)
+    typical = [TypicalPod(4000, 500, 1, (), 0.7), TypicalPod(2000, 0, 0, (), 0.3)]
+    fgd, ours = plugins.FGDScore(s.cache, typical), plugins.FGDPlusScore(s.cache, typical)
+    table = s.cache.table()
+    rows = np.arange(table.size)
+    names = [n.name for n in table.nodes]
+    cpu_pod = PodInfo(make_pod("cpu", requests={"cpu": "2"}))
+    theirs = fgd.score_batch(CycleState(), cpu_pod, table, rows)
+    assert len(set(theirs.tolist())) == 1  # a tie: the node's rank would decide
+    mine = ours.score_batch(CycleState(), cpu_pod, table, rows)
+    assert names[int(mine.argmax())] == "a" and sorted(mine.tolist()).count(mine.max()) == 1
+    gpu_pod = PodInfo(_share("g", 500))
+    assert ours.score_batch(CycleState(), gpu_pod, table, rows).tolist() == \
+        fgd.score_batch(CycleState(), gpu_pod, table, rows).tolist()
+
+
 # -- the replay -------------------------------------------------------------------------
 
 

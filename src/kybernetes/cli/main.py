@@ -377,8 +377,8 @@ def sim() -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Pod list: name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec.")
 @click.option("--policy", default="FGD", show_default=True,
-              help="Random, DotProd, GpuClustering, GpuPacking, BestFit, FGD, or the name "
-                   "of a Score plugin.")
+              help="Random, DotProd, GpuClustering, GpuPacking, BestFit, FGD, FGDPlus (ours), "
+                   "or the name of a Score plugin.")
 @click.option("--tune", type=click.FloatRange(min=0.01), default=1.3, show_default=True,
               help="Arrived GPU demand as a multiple of the cluster's GPU capacity.")
 @click.option("--seed", type=int, default=42, show_default=True)

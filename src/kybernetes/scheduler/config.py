@@ -48,6 +48,7 @@ REGISTRY: dict[str, str] = {
     "GpuPackingScore": "gpushare:new_packing",
     "BestFitScore": "gpushare:new_bestfit",
     "FGDScore": "gpushare:new_fgd",
+    "FGDPlusScore": "gpushare:new_fgd_plus",
 }
 """In-tree plugins: name -> ``module:factory`` under ``kybernetes.scheduler.plugins``."""
 

@@ -38,6 +38,7 @@ POLICIES = {
     "GpuPacking": "GpuPackingScore",
     "BestFit": "BestFitScore",
     "FGD": "FGDScore",
+    "FGDPlus": "FGDPlusScore",
 }
 """Policy names as the paper's figures give them → the Score plugin that implements it."""
 MAX_PODS_PER_NODE = 1000
@@ -203,7 +204,7 @@ def profile(policy: str, *, seed: int, typical: list[Obj], extra: Obj | None = N
     args: list[Obj] = []
     if plugin == "RandomScore":
         args.append({"name": plugin, "args": {"seed": seed}})
-    if plugin == "FGDScore":
+    if plugin in ("FGDScore", "FGDPlusScore"):
         args.append({"name": plugin, "args": {"typicalPods": typical, **(extra or {})}})
     return config.parse({"percentageOfNodesToScore": 100, "profiles": [{
         "schedulerName": "default-scheduler", "plugins": plugins, "pluginConfig": args}]})

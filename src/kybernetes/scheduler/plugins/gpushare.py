@@ -405,6 +405,32 @@ class FGDScore(_Policy):
         return [device] if device >= 0 else None
 
 
+class FGDPlusScore(FGDScore):
+    """Ours: FGD, except where FGD leaves the choice to chance. A pod without GPUs that
+    fragments no GPU on several nodes (FGD scores them all alike, and the node's random
+    rank decides) goes to the one with the least idle GPU among them — its CPU is then
+    taken where no GPU can be stranded by it. GPU pods are placed as FGD places them."""
+
+    name = "FGDPlusScore"
+
+    def score_batch(self, state: CycleState, pod: PodInfo, table: NodeTable, rows: IntArray
+                    ) -> IntArray:
+        out = super().score_batch(state, pod, table, rows)
+        if _request(state, pod) is not None or len(rows) < 2:
+            return out
+        hi = out.max()
+        top = np.flatnonzero(out == hi)
+        if len(top) < 2:
+            return out
+        _, _, idle = _free_columns(table, rows[top])
+        later = top[idle > idle.min()]
+        if hi > 0:
+            out[later] = hi - 1
+        else:
+            out[top[idle == idle.min()]] = 1
+        return out
+
+
 def _remember_devices(state: CycleState, table: NodeTable, rows: IntArray,
                       devices: IntArray) -> None:
     """Note the device a policy picked on each node, for Reserve."""
@@ -470,4 +496,9 @@ def new_packing(args: dict[str, Any], handle: Handle) -> GpuPackingScore:
 def new_fgd(args: dict[str, Any], handle: Handle) -> FGDScore:
     typical = args.get("typicalPods")
     return FGDScore(handle, parse_typical(typical) if typical is not None else None)
+
+
+def new_fgd_plus(args: dict[str, Any], handle: Handle) -> FGDPlusScore:
+    typical = args.get("typicalPods")
+    return FGDPlusScore(handle, parse_typical(typical) if typical is not None else None)
 
