@@ -12,13 +12,14 @@ agent reads them.
 The policies (``RandomScore``, ``DotProductScore``, ``GpuClusteringScore``,
 ``GpuPackingScore``, ``BestFitScore``, ``FGDScore``) score as
 ``../shared/data/fgd-reference/PROTOCOL.md`` defines them, over numpy columns of every
-node's devices; none is enabled by default. A profile picks one::
+node's devices; ``FGDPlusScore`` is ours (FGD with CPU-only pods sent where no GPU
+idles). None is enabled by default. A profile picks one::
 
     profiles:
-    - schedulerName: gpu-packing
+    - schedulerName: gpu-fgd
       plugins:
         multiPoint:
-          enabled: [{name: FGDScore, weight: 1000}]
+          enabled: [{name: FGDPlusScore, weight: 1000}]
 """
 
 from __future__ import annotations
