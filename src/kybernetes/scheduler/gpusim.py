@@ -187,8 +187,7 @@ def pod_object(p: TracePod, uid: int) -> Obj:
             "spec": {"containers": [{"name": "main", "resources": {"requests": requests}}]}}
 
 
-def profile(policy: str, *, seed: int, typical: list[Obj], extra: Obj | None = None
-            ) -> config.SchedulerConfiguration:
+def profile(policy: str, *, seed: int, typical: list[Obj]) -> config.SchedulerConfiguration:
     """The scheduler configuration of a replay (§5): only the policy's Score plugin, weight
     1000; every node scored."""
     plugin = POLICIES.get(policy, policy)
@@ -205,7 +204,7 @@ def profile(policy: str, *, seed: int, typical: list[Obj], extra: Obj | None = N
     if plugin == "RandomScore":
         args.append({"name": plugin, "args": {"seed": seed}})
     if plugin in ("FGDScore", "FGDPlusScore"):
-        args.append({"name": plugin, "args": {"typicalPods": typical, **(extra or {})}})
+        args.append({"name": plugin, "args": {"typicalPods": typical}})
     return config.parse({"percentageOfNodesToScore": 100, "profiles": [{
         "schedulerName": "default-scheduler", "plugins": plugins, "pluginConfig": args}]})
 
@@ -241,7 +240,7 @@ class Result:
 
 
 def replay(nodes: list[TraceNode], pods: list[TracePod], policy: str, *, tune: float = 1.3,
-           seed: int = 42, args: Obj | None = None) -> Result:
+           seed: int = 42) -> Result:
     started = time.perf_counter()
     rng = random.Random(seed)
     capacity = sum(n.gpus for n in nodes) * gpushare.FULL
@@ -250,7 +249,7 @@ def replay(nodes: list[TraceNode], pods: list[TracePod], policy: str, *, tune: f
     seq = arrivals(pods, capacity, tune, rng)
     ranks = list(range(len(nodes)))
     rng.shuffle(ranks)
-    sched = ReplayScheduler(None, profile(policy, seed=seed, typical=typical_pods(pods), extra=args))  # type: ignore[arg-type]
+    sched = ReplayScheduler(None, profile(policy, seed=seed, typical=typical_pods(pods)))  # type: ignore[arg-type]
     for n, rank in zip(sorted(nodes, key=lambda n: n.name), ranks, strict=True):
         sched.cache.set_node(node_object(n, rank))
     fwk = sched.profiles["default-scheduler"]

@@ -346,16 +346,18 @@ class FGDScore(_Policy):
             self._read_at = now
         return self._typical
 
-    def _frag(self, typ: _Typical, cpu: IntArray, gpus: IntArray, model_bad: BoolArray
-              ) -> FloatArray:
-        """F(n) of every row (rows × devices → rows)."""
+    @staticmethod
+    def _frag(typ: _Typical, cpu: IntArray, gpus: IntArray, model_bad: BoolArray
+              ) -> tuple[FloatArray, BoolArray, IntArray, IntArray]:
+        """F(n) of every row (rows × devices → rows), with the per-kind aggregates it is
+        made of: which devices each kind fits (rows × devices × kinds), how many, and the
+        milli-GPU too small for it (rows × kinds)."""
         ge = gpus[:, :, None] >= typ.milli
         fitting = ge.sum(1)
         small = np.where(ge, 0, gpus[:, :, None]).sum(1)
-        idle = gpus.sum(1)
         unusable = model_bad | (cpu[:, None] < typ.cpu) | (fitting < typ.count)
-        out: FloatArray = np.where(unusable, idle[:, None], small) @ typ.weight
-        return out
+        frag: FloatArray = np.where(unusable, gpus.sum(1)[:, None], small) @ typ.weight
+        return frag, ge, fitting, small
 
     def deltas(self, state: CycleState, pod: PodInfo, table: NodeTable, rows: IntArray
                ) -> tuple[FloatArray, BoolArray]:
@@ -366,16 +368,13 @@ class FGDScore(_Policy):
         typ = self.typical(pod, req)
         cpu, gpus, idle = _free_columns(table, rows)
         model_bad = typ.unusable_by_model(table, rows)
-        before = self._frag(typ, cpu, gpus, model_bad)
+        before, ge, fitting, small = self._frag(typ, cpu, gpus, model_bad)
         cpu_after = cpu - pod.requests.get("cpu", 0)
         if req is None or not req.shared:
             after_gpus = gpus if req is None else _take_least_fitting(gpus, req)
-            one = before - self._frag(typ, cpu_after, after_gpus, model_bad)
+            one = before - self._frag(typ, cpu_after, after_gpus, model_bad)[0]
             return one[:, None], np.ones((len(rows), 1), np.bool_)
         # a share: try every device that fits, from the aggregates of the node as it is
-        ge = gpus[:, :, None] >= typ.milli                       # rows × devices × kinds
-        fitting = ge.sum(1)
-        small = np.where(ge, 0, gpus[:, :, None]).sum(1)
         trial = gpus - req.milli                                  # rows × devices
         ge2 = trial[:, :, None] >= typ.milli
         fitting2 = fitting[:, None, :] - ge + ge2
@@ -494,12 +493,12 @@ def new_packing(args: dict[str, Any], handle: Handle) -> GpuPackingScore:
     return GpuPackingScore(handle)
 
 
-def new_fgd(args: dict[str, Any], handle: Handle) -> FGDScore:
+def new_fgd(args: dict[str, Any], handle: Handle, cls: type[FGDScore] = FGDScore
+            ) -> FGDScore:
     typical = args.get("typicalPods")
-    return FGDScore(handle, parse_typical(typical) if typical is not None else None)
+    return cls(handle, parse_typical(typical) if typical is not None else None)
 
 
-def new_fgd_plus(args: dict[str, Any], handle: Handle) -> FGDPlusScore:
-    typical = args.get("typicalPods")
-    return FGDPlusScore(handle, parse_typical(typical) if typical is not None else None)
+def new_fgd_plus(args: dict[str, Any], handle: Handle) -> FGDScore:
+    return new_fgd(args, handle, FGDPlusScore)
 
