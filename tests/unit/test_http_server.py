@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -88,6 +89,23 @@ class App:
                 await asyncio.sleep(0.02)
         finally:
             gone.cancel()
+
+    async def route_orphan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Waits on a future only the request's own task holds (as a stream from a node
+        agent can be), resolved later through a weak reference."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        ref = weakref.ref(fut)
+
+        def resolve() -> None:
+            f = ref()
+            if f is not None and not f.done():
+                f.set_result(b"survived")
+
+        loop.call_later(0.3, resolve)
+        body = await fut
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
 
     async def route_boom(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Fails before answering."""
@@ -209,6 +227,19 @@ async def assert_closed(reader: asyncio.StreamReader, timeout: float = 2.0) -> N
 
 
 # -- requests and responses ------------------------------------------------------------------
+
+
+async def test_a_waiting_request_survives_garbage_collection(conn: Conn) -> None:
+    """The server holds the tasks answering requests: a full collection while one waits
+    must not destroy it (the event loop only holds tasks weakly)."""
+    import gc
+
+    reader, writer = conn
+    writer.write(request("GET", "/orphan"))
+    await asyncio.sleep(0.1)
+    gc.collect()
+    resp = await read_response(reader)
+    assert (resp.status, resp.body) == (200, b"survived")
 
 
 async def test_keep_alive_serves_two_requests(server: HTTPServer, conn: Conn) -> None:

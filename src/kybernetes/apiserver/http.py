@@ -163,6 +163,18 @@ class _Cycle:
             await self.conn.drain()
 
 
+_running: set[asyncio.Task[None]] = set()
+"""The tasks answering requests. The event loop holds its tasks only weakly: a request
+waiting on a future that nothing else holds (a stream from a node agent, say) would be
+garbage collected mid-answer ("Task was destroyed but it is pending")."""
+
+
+def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+    task = loop.create_task(coro)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, server: HTTPServer) -> None:
         self.server = server
@@ -277,7 +289,7 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self.cycle is None:
             self.cycle = cycle
-            self.loop.create_task(self._run(cycle))
+            _start(self.loop, self._run(cycle))
         else:  # pipelined: answered in order
             self.queue.append(cycle)
             if self.reading and self.transport is not None:
@@ -327,7 +339,7 @@ class _Connection(asyncio.Protocol):
         self.cycle = None
         if self.queue:
             self.cycle = self.queue.pop(0)
-            self.loop.create_task(self._run(self.cycle))
+            _start(self.loop, self._run(self.cycle))
         else:
             self.resume_reading()
             self.last_active = time.monotonic()
@@ -349,6 +361,8 @@ class _Connection(asyncio.Protocol):
         self._early = [rest] if rest else []
         self.server.tunnels.add(self)
         task = self.loop.create_task(handler(scope, self))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
         task.add_done_callback(lambda _: self.server.tunnels.discard(self))
 
     def take_early_bytes(self) -> bytes:
