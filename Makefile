@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := wrk etcd-server containernetworking-plugins iproute2 iptables nftables gcc libc6-dev
+DEB_PACKAGES := wrk etcd-server containernetworking-plugins iproute2 iptables nftables gcc libc6-dev chromium
 DATA_DIR ?= $(CURDIR)/.kyb
 PORT ?= 6443
 

@@ -133,6 +133,19 @@ class APIServer:
         self.watches = 0
         self._external_metrics: ExternalMetrics | None = None
         self._custom_metrics: CustomMetrics | None = None
+        self._mounts: dict[str, Callable[[Request], Awaitable[int]]] = {}
+
+    def mount(self, prefix: str, handler: Callable[[Request], Awaitable[int]]) -> None:
+        """Serve ``prefix`` and the paths under it with ``handler`` (the dashboard). The
+        handler authenticates for itself: ``req.user`` is None without a token, and a
+        wrong token is refused before the handler is called."""
+        self._mounts[prefix.rstrip("/")] = handler
+
+    def _mounted(self, path: str) -> Callable[[Request], Awaitable[int]] | None:
+        if not self._mounts or path.startswith("/api"):  # the hot path: /api, /apis
+            return None
+        first = "/" + path.split("/", 2)[1] if path.startswith("/") else path
+        return self._mounts.get(first)
 
     @property
     def external_metrics(self) -> ExternalMetrics | None:
@@ -184,9 +197,13 @@ class APIServer:
         code = 500
         try:
             req.user = self.authenticate(req)
-            if req.user is None and req.path not in _PUBLIC:
-                raise StatusError.unauthorized()
-            code = await self.route(req)
+            mounted = self._mounted(req.path)
+            if mounted is not None:
+                code = await mounted(req)
+            else:
+                if req.user is None and req.path not in _PUBLIC:
+                    raise StatusError.unauthorized()
+                code = await self.route(req)
         except StatusError as e:
             code = e.code
             await send_bytes(send, e.code, orjson.dumps(e.status()),

@@ -44,7 +44,7 @@ def _window(stat: Obj) -> str:
     return f"{w:.3f}".rstrip("0").rstrip(".") + "s"
 
 
-async def _summary(server: APIServer, node: Obj) -> Obj | None:
+async def node_summary(server: APIServer, node: Obj) -> Obj | None:
     endpoint = agent_endpoint(node)
     if endpoint is None:
         return None
@@ -116,7 +116,7 @@ async def serve(server: APIServer, req: Request, res: Resource, ns: str, name: s
             nodes = [await _get_or_not_found(server, nodes_res, res, "", name)]
         else:
             nodes = (await server.store(nodes_res).list("", label=label, field=fld)).objects()
-        summaries = await asyncio.gather(*(_summary(server, n) for n in nodes))
+        summaries = await asyncio.gather(*(node_summary(server, n) for n in nodes))
         for node, summary in zip(nodes, summaries, strict=True):
             m = node_metrics(node, summary) if summary is not None else None
             if m is not None:
@@ -135,7 +135,7 @@ async def serve(server: APIServer, req: Request, res: Resource, ns: str, name: s
                 node_objs.append(await server.store(nodes_res).get("", n))
             except StatusError:
                 continue
-        summaries = await asyncio.gather(*(_summary(server, n) for n in node_objs))
+        summaries = await asyncio.gather(*(node_summary(server, n) for n in node_objs))
         entries: dict[str, Obj] = {}
         for summary in summaries:
             for entry in (summary or {}).get("pods") or []:

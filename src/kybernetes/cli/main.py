@@ -227,6 +227,9 @@ def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
               help="Run without the scheduler (pods need a spec.nodeName).")
 @click.option("--disable-controllers", is_flag=True, hidden=True,
               help="Run without the controllers (a `kyb controller-manager` runs them).")
+@click.option("--dashboard-interval", type=Duration(), default="5s", show_default=True,
+              help="How often the dashboard samples usage and request rates for its charts "
+              "(the last hour is kept).")
 @_leader_election_options(hidden=True)
 @_controller_options(hidden=True)
 @_node_options
@@ -244,8 +247,9 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
            scheduler_config: Path | None, disable_scheduler: bool,
            disable_controllers: bool, leader_elect_lease_duration: float,
            leader_elect_renew_deadline: float, leader_elect_retry_period: float,
-           verbose: int, **controller_flags: float) -> None:
-    """Run the all-in-one control plane (and this machine's node agent)."""
+           dashboard_interval: float, verbose: int, **controller_flags: float) -> None:
+    """Run the all-in-one control plane (and this machine's node agent), and the
+    dashboard at https://<address>:<port>/dashboard/."""
     _setup_logging(verbose + 1)
     election = _election(True, leader_elect_lease_duration, leader_elect_renew_deadline,
                          leader_elect_retry_period)
@@ -285,7 +289,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
                              fake_nodes=fake if fake.enabled else None,
                              scheduler=not disable_scheduler, scheduler_config=sched_cfg,
                              controllers=not disable_controllers, election=election,
-                             controller_options=ControllerOptions(**controller_flags)))
+                             controller_options=ControllerOptions(**controller_flags),
+                             dashboard_interval=dashboard_interval))
     sys.exit(code)
 
 

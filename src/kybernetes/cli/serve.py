@@ -74,7 +74,8 @@ async def _start_fake_nodes(client: Any, opts: FakeNodeOptions) -> Callable[[], 
 
 
 async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, address: str,
-                       control_plane: bool, api: Any = None) -> Callable[[], Awaitable[None]]:
+                       control_plane: bool, api: Any = None, dashboard: Any = None
+                       ) -> Callable[[], Awaitable[None]]:
     from kybernetes.kubelet.agent import NodeAgent
     from kybernetes.kubelet.node import NodeConfig, default_node_name, parse_taints
 
@@ -91,7 +92,7 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
     node_agent = NodeAgent(client, cfg)
     await node_agent.start()
     stop_proxy = await _start_proxy(client, data_dir, cfg.name, opts, address=cfg.address,
-                                    api=api)
+                                    api=api, dashboard=dashboard)
 
     async def stop() -> None:
         await stop_proxy()
@@ -101,11 +102,13 @@ async def _start_agent(client: Any, data_dir: Path, opts: AgentOptions, *, addre
 
 
 async def _start_proxy(client: Any, data_dir: Path, node_name: str, opts: AgentOptions, *,
-                       address: str, api: Any = None) -> Callable[[], Awaitable[None]]:
+                       address: str, api: Any = None, dashboard: Any = None
+                       ) -> Callable[[], Awaitable[None]]:
     """The node's service proxy (Services' virtual IPs, NodePorts, load balancers),
     cluster DNS (on the pod gateway address, which the node agent gives pods as their
     nameserver) and, if asked for, the ingress controller. With ``api`` (the server's
-    own node), the request rates they measure are its external metrics."""
+    own node), the request rates they measure are its external metrics (and, with
+    ``dashboard``, its charts')."""
     import ipaddress
     import os
 
@@ -121,6 +124,8 @@ async def _start_proxy(client: Any, data_dir: Path, node_name: str, opts: AgentO
         api.external_metrics = request_rates(proxy.services, proxy.traffic)
         api.custom_metrics = custom_request_rates(proxy.services, proxy.traffic,
                                                   pod_lister(client))
+    if dashboard is not None:
+        dashboard.traffic = proxy.traffic
     if os.geteuid() == 0:
         gateway = str(next(ipaddress.ip_network(opts.pod_cidr).hosts()))
         dns = ClusterDNS(Records(proxy.services, proxy.slices, SERVICE_INDEX), address=gateway)
@@ -329,7 +334,8 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
                      scheduler_config: SchedulerConfiguration | None = None,
                      controllers: bool = True,
                      election: LeaderElectionOptions | None = None,
-                     controller_options: ControllerOptions | None = None) -> int:
+                     controller_options: ControllerOptions | None = None,
+                     dashboard_interval: float = 5.0) -> int:
     from kybernetes.cli.main import install_stop_signals
 
     stop = asyncio.Event()
@@ -345,7 +351,8 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
     components = await start_components(cp, agent, fake_nodes=fake_nodes, scheduler=scheduler,
                                         scheduler_config=scheduler_config,
                                         controllers=controllers, election=election,
-                                        controller_options=controller_options)
+                                        controller_options=controller_options,
+                                        dashboard_interval=dashboard_interval)
     print(f"kybernetes is ready: export KUBECONFIG={cp.kubeconfig_path}", flush=True)
     await stop.wait()
     log.info("shutting down")
@@ -363,7 +370,8 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
                            scheduler_config: SchedulerConfiguration | None = None,
                            controllers: bool = True,
                            election: LeaderElectionOptions | None = None,
-                           controller_options: ControllerOptions | None = None
+                           controller_options: ControllerOptions | None = None,
+                           dashboard_interval: float = 5.0
                            ) -> list[Callable[[], Awaitable[None]]]:
     """Controllers and other components that talk to the API server; returns stoppers.
 
@@ -375,6 +383,13 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
 
     client = Client.from_kubeconfig(cp.kubeconfig_path)
     stoppers: list[Callable[[], Awaitable[None]]] = [client.aclose]
+    dashboard = None
+    if dashboard_interval > 0 and cp.api is not None:
+        from kybernetes.dashboard import Dashboard
+
+        dashboard = Dashboard(cp.api, interval=dashboard_interval)
+        await dashboard.start()
+        stoppers.append(dashboard.stop)
     if controllers:
         await asyncio.to_thread(importlib.import_module, "kybernetes.controllers.manager")
         from kybernetes.controllers.manager import load_controllers
@@ -389,7 +404,8 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
         try:
             stoppers.append(await _start_agent(client, cp.data_dir / "agent", agent,
                                                address=cp.advertise_address,
-                                               control_plane=True, api=cp.api))
+                                               control_plane=True, api=cp.api,
+                                               dashboard=dashboard))
         except OSError as e:
             # e.g. the agent's port is taken: the control plane is still worth serving
             log.error("the node agent could not start (%s); serving the API without a "

@@ -146,6 +146,17 @@ class Traffic:
         """What :meth:`rate` is for a Service, for the requests one pod served."""
         return self._pods.rate((namespace, pod), now)
 
+    def totals(self) -> dict[tuple[str, str], tuple[int, int, float, int]]:
+        """(namespace, service) → requests, errors, seconds spent answering the timed
+        ones, and how many were timed (the kernel path counts connections, untimed),
+        since the process started, over every path and ingress."""
+        out: dict[tuple[str, str], tuple[int, int, float, int]] = {}
+        for (ns, svc, _via, _ingress), s in self.series.items():
+            n, e, secs, timed = out.get((ns, svc), (0, 0, 0.0, 0))
+            out[(ns, svc)] = (n + s.count, e + s.errors, secs + s.latency_sum,
+                              timed + sum(s.buckets))
+        return out
+
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
             CounterMetricFamily,
