@@ -28,11 +28,16 @@ from tests.e2e.cluster import SCENARIOS, Cluster, agent_cluster, wait_for
 pytestmark = pytest.mark.slow
 
 
+VIEWER_TOKEN = "viewer-token-0123456789"
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_browser()
-    yield from agent_cluster(tmp_path_factory.mktemp("dashboard"), "--dashboard-interval",
-                             "1s", "--fake-gpus", "2")
+    base = tmp_path_factory.mktemp("dashboard")
+    (base / "tokens.csv").write_text(f"{VIEWER_TOKEN},viewer,uid-viewer\n")
+    yield from agent_cluster(base, "--dashboard-interval", "1s", "--fake-gpus", "2",
+                             "--token-auth-file", str(base / "tokens.csv"))
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +197,36 @@ def test_the_cpu_chart_of_a_cpu_burning_pod_rises(served: Cluster, chromium: Any
     screenshot(page, "pod")
     served.kubectl("delete", "pod", "burner", "--wait=false")
     assert not page.js_errors
+    page.context.close()
+
+
+def test_a_view_only_token_sees_its_namespace_and_cannot_scale(served: Cluster,
+                                                                chromium: Any) -> None:
+    """The page does what the token may do: RBAC's view in "default" only."""
+    c = served
+    c.kubectl("create", "rolebinding", "viewer-view", "--clusterrole=view", "--user=viewer",
+              "-n", "default")
+    replicas = c.kubectl_json("get", "deployment", "ml-model")["spec"]["replicas"]
+    page = new_page(chromium)
+    login(page, c, VIEWER_TOKEN, path="#/workloads")
+    page.wait_for_selector("#forbidden")  # nothing may be listed in all namespaces
+    assert "pods" in page.inner_text("#forbidden")
+    assert _count(page, "tr[data-workload]") == 0
+    page.fill("#ns", "default")
+    page.dispatch_event("#ns", "change")
+    page.wait_for_selector("tr[data-workload=ml-model]")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('[data-pods-of=ml-model] a.chip').length === "
+        f"{replicas}")
+    assert not page.is_visible("#forbidden") or "pods" not in page.inner_text("#forbidden")
+    page.fill("#scale-Deployment-default-ml-model", str(replicas + 1))
+    page.click("tr[data-workload=ml-model] form.scale button")
+    page.wait_for_selector("#banner:not([hidden])")
+    assert ('deployments.apps "ml-model" is forbidden: User "viewer" cannot patch resource '
+            '"deployments/scale" in API group "apps" in the namespace "default"'
+            ) in page.inner_text("#banner")
+    screenshot(page, "workloads-view-only")
+    assert c.kubectl_json("get", "deployment", "ml-model")["spec"]["replicas"] == replicas
     page.context.close()
 
 

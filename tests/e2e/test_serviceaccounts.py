@@ -34,6 +34,15 @@ def test_create_token_authenticates_as_the_service_account(cluster: Cluster,
     with httpx.Client(base_url=cluster.url, verify=cluster.ssl_context(),
                       headers={"Authorization": f"Bearer {token}"}) as http:
         r = http.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
+        # authenticated, but a service account holds no role until one is bound (RBAC)
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == (
+            f'serviceaccounts "default" is forbidden: User "system:serviceaccount:'
+            f'{namespace}:default" cannot get resource "serviceaccounts" in API group "" '
+            f'in the namespace "{namespace}"')
+        cluster.kubectl("create", "rolebinding", "default-view", "--clusterrole=view",
+                        f"--serviceaccount={namespace}:default", "-n", namespace)
+        r = http.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
         assert r.status_code == 200, r.text
         forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
         r = http.get("/api/v1/namespaces", headers={"Authorization": f"Bearer {forged}"})
@@ -74,6 +83,8 @@ def test_pods_get_their_service_account_token(cluster: Cluster, namespace: str) 
     c = claims(token)
     assert c["kubernetes.io"]["pod"] == {"name": "client", "uid": p["metadata"]["uid"]}
     assert c["exp"] - c["iat"] == 3607
+    cluster.kubectl("create", "rolebinding", "default-view", "--clusterrole=view",
+                    f"--serviceaccount={namespace}:default", "-n", namespace)
     with httpx.Client(base_url=cluster.url, verify=cluster.ssl_context()) as http:
         r = http.get(f"/api/v1/namespaces/{namespace}/pods/client",
                      headers={"Authorization": f"Bearer {token}"})

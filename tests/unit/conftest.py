@@ -20,7 +20,7 @@ from kybernetes.store.sqlite import SQLiteBackend
 async def api(tmp_path: Path) -> AsyncIterator[APIServer]:
     """An API server on a SQLite store of the test's own, bootstrapped, token ``t``."""
     backend = SQLiteBackend.open(tmp_path / "s.db")
-    server = APIServer(Context(backend, build_registry()), tokens={"t": User("admin")})
+    server = APIServer(Context(backend, build_registry()), tokens={"t": User("admin", ("system:masters",))})
     await Bootstrap(server, ca_pem=b"", advertise_address="127.0.0.1", port=6443).run()
     server.ready = True
     try:

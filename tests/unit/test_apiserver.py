@@ -51,7 +51,7 @@ class Server:
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     backend = SQLiteBackend.open(tmp_path / "s.db")
-    api = APIServer(Context(backend, build_registry()), tokens={"t": User("admin")})
+    api = APIServer(Context(backend, build_registry()), tokens={"t": User("admin", ("system:masters",))})
     crds = CRDManager(api)
     await Bootstrap(api, ca_pem=CA_PEM, advertise_address="127.0.0.1", port=6443).run()
     api.ready = True

@@ -76,11 +76,22 @@ def _request(path: str, *, user: User | None = None, method: str = "GET") -> tup
 
 
 class _API:
+    """What the dashboard asks of the API server: a mount, and authorization (here: a
+    user named "nobody" may do nothing)."""
+
     def __init__(self) -> None:
         self.mounted: dict[str, Any] = {}
+        self.asked: list[tuple[str, str, str, str]] = []
 
     def mount(self, prefix: str, handler: Any) -> None:
         self.mounted[prefix] = handler
+
+    async def authorize(self, req: Request, verb: str, *, namespace: str = "",
+                        group: str = "", resource: str = "", subresource: str = "",
+                        name: str = "") -> None:
+        self.asked.append((verb, namespace, resource, name))
+        if req.user is not None and req.user.name == "nobody":
+            raise StatusError(403, "Forbidden", f"{resource} is forbidden")
 
 
 def _dashboard() -> Dashboard:
@@ -129,6 +140,16 @@ async def test_history_and_latest_answer_with_the_samples() -> None:
         with pytest.raises(StatusError) as e:
             await d.handle(req)
         assert e.value.code == 404
+    assert d.api.asked[:2] == [("get", "ns", "pods", "a"), ("list", "", "nodes", "")]
+    req, sent = _request("/dashboard/api/latest/pods", user=admin)
+    req.query["namespace"] = "other"
+    await d.handle(req)
+    assert orjson.loads(sent.body) == {}, "only the namespace asked for"
+    for path in ("/dashboard/api/history/pods/ns/a", "/dashboard/api/latest/nodes"):
+        req, _ = _request(path, user=User("nobody"))
+        with pytest.raises(StatusError) as e:
+            await d.handle(req)
+        assert e.value.code == 403
     req, _ = _request("/dashboard/api/latest/pods", user=admin, method="POST")
     with pytest.raises(StatusError) as e:
         await d.handle(req)

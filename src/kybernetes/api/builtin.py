@@ -79,6 +79,16 @@ _TABLE: list[tuple[str, str, str, str, bool, tuple[str, ...], tuple[str, ...], t
     ("kubeflow.org", "v1", "TFJob", "tfjobs", True, (), (), ("status",), "org.kubeflow.v1."),
     ("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups", True, ("pg", "pgs"), (),
      ("status",), podgroup.P),
+    ("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
+     False, (), (), (), "io.k8s.api.authorization.v1."),
+    ("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False,
+     (), (), (), "io.k8s.api.authorization.v1."),
+    ("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", False, (),
+     (), (), "io.k8s.api.authorization.v1."),
+    ("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews",
+     True, (), (), (), "io.k8s.api.authorization.v1."),
+    ("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False, (), (),
+     (), "io.k8s.api.authentication.v1."),
     ("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", False, (), (), (),
      "io.k8s.metrics.pkg.apis.metrics.v1beta1."),
     ("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", True, (), (), (),
@@ -87,6 +97,11 @@ _TABLE: list[tuple[str, str, str, str, bool, tuple[str, ...], tuple[str, ...], t
 
 _VERBS = {
     "namespaces": _NO_COLLECTION,
+    "selfsubjectaccessreviews": ("create",),
+    "selfsubjectrulesreviews": ("create",),
+    "subjectaccessreviews": ("create",),
+    "localsubjectaccessreviews": ("create",),
+    "selfsubjectreviews": ("create",),
     "bindings": ("create",),
 }
 

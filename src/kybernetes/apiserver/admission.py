@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
-from kybernetes.api import storage
+from kybernetes.api import rbac, storage
 from kybernetes.api.errors import FieldError, StatusError
 from kybernetes.api.registry import Resource
-from kybernetes.apiserver import limitrange, quota
+from kybernetes.apiserver import authz, limitrange, quota
 from kybernetes.apiserver.allocators import AllocationError
 from kybernetes.apiserver.context import Context
 
@@ -29,7 +29,8 @@ _CLUSTER_SCOPED_EXEMPT = {"Namespace", "Event"}
 _DEFAULT_PRIORITY = 0
 
 
-async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool) -> None:
+async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool,
+                       user: Any = None) -> None:
     ns = obj["metadata"].get("namespace", "")
     if res.namespaced and ns:
         kv = await ctx.backend.get(_NS_KEY + ns)
@@ -49,6 +50,8 @@ async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool) 
         await _admit_claim(ctx, obj)
     elif res.group == "" and res.kind == "PersistentVolume":
         _add_finalizer(obj, storage.PV_PROTECTION)
+    elif res.group == rbac.GROUP and user is not None:
+        await authz.check_escalation(ctx.extra["authorizer"], user, res, obj)
     await limitrange.admit(ctx, res, obj)
     try:
         await quota.admit(ctx, res, obj, dry_run=dry_run)
@@ -117,9 +120,12 @@ async def _admit_claim(ctx: Context, claim: Obj) -> None:
     _add_finalizer(claim, storage.PVC_PROTECTION)
 
 
-async def admit_update(ctx: Context, res: Resource, new: Obj, old: Obj, *, dry_run: bool) -> None:
+async def admit_update(ctx: Context, res: Resource, new: Obj, old: Obj, *, dry_run: bool,
+                       user: Any = None) -> None:
     if res.group == "" and res.kind == "Service":
         _allocate_service(ctx, new, old, dry_run=dry_run)
+    elif res.group == rbac.GROUP and user is not None:
+        await authz.check_escalation(ctx.extra["authorizer"], user, res, new)
 
 
 _IMMORTAL_NAMESPACES = {"default", "kube-system", "kube-public"}

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from kybernetes.api import rbac
 from kybernetes.api.errors import StatusError
 from kybernetes.api.registry import Resource
 from kybernetes.api.selectors import (
@@ -26,7 +27,15 @@ from kybernetes.api.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from kybernetes.apiserver import codec, custommetrics, externalmetrics, subresources, tables
+from kybernetes.apiserver import (
+    authz,
+    codec,
+    custommetrics,
+    externalmetrics,
+    subresources,
+    tables,
+)
+from kybernetes.apiserver.authz import Authorizer
 from kybernetes.apiserver.context import Context, Options
 from kybernetes.apiserver.discovery import AGGREGATED_CONTENT_TYPE, Discovery
 from kybernetes.apiserver.metrics import Metrics
@@ -134,6 +143,8 @@ class APIServer:
         self._external_metrics: ExternalMetrics | None = None
         self._custom_metrics: CustomMetrics | None = None
         self._mounts: dict[str, Callable[[Request], Awaitable[int]]] = {}
+        self.authorizer = Authorizer(ctx)
+        ctx.extra["authorizer"] = self.authorizer  # admission's escalation check
 
     def mount(self, prefix: str, handler: Callable[[Request], Awaitable[int]]) -> None:
         """Serve ``prefix`` and the paths under it with ``handler`` (the dashboard). The
@@ -197,6 +208,8 @@ class APIServer:
         code = 500
         try:
             req.user = self.authenticate(req)
+            if req.user is not None and b"impersonate-user" in headers:
+                req.user = await self.impersonate(req, req.user)
             mounted = self._mounted(req.path)
             if mounted is not None:
                 code = await mounted(req)
@@ -239,6 +252,38 @@ class APIServer:
             raise StatusError.unauthorized()
         return user
 
+    async def impersonate(self, req: Request, user: User) -> User:
+        """``Impersonate-User`` / ``-Group`` / ``-Uid`` (``kubectl --as``): act as another
+        user when allowed to ``impersonate`` it (users, groups, service accounts)."""
+        name = req.header(b"impersonate-user")
+        groups = [v.decode("latin-1") for k, v in req.scope["headers"]
+                  if k == b"impersonate-group"]
+        uid = req.header(b"impersonate-uid")
+        checks = []
+        if name.startswith("system:serviceaccount:") and name.count(":") == 3:
+            _, _, sa_ns, sa_name = name.split(":")
+            checks.append(("serviceaccounts", sa_ns, sa_name))
+        else:
+            checks.append(("users", "", name))
+        checks.extend(("groups", "", g) for g in groups)
+        if uid:
+            checks.append(("uids", "", uid))
+        if rbac.MASTERS not in user.groups:
+            for resource, ns, target in checks:
+                a = rbac.Attributes(user.name, user.groups, "impersonate", namespace=ns,
+                                    api_group="authentication.k8s.io" if resource == "uids"
+                                    else "", resource=resource, name=target)
+                if not await self.authorizer.allows(a):
+                    raise StatusError(403, "Forbidden", f'{resource} "{target}" is forbidden: '
+                                      f'{rbac.forbidden_message(a)}',
+                                      {"name": target, "kind": resource})
+        if name.startswith("system:serviceaccount:"):
+            groups += ["system:serviceaccounts",
+                       "system:serviceaccounts:" + name.split(":")[2]]
+        if "system:authenticated" not in groups:
+            groups.append("system:authenticated")
+        return User(name, tuple(groups), uid)
+
     def authenticate_token(self, token: str) -> User | None:
         """The user a bearer token belongs to, or None."""
         user = self.tokens.get(token)
@@ -266,10 +311,38 @@ class APIServer:
 
     # -- routing ---------------------------------------------------------------------------
 
+    def _privileged(self, req: Request) -> bool:
+        """Whether the request needs no authorization (system:masters, or no user on a
+        public path)."""
+        user = req.user
+        return user is None or rbac.MASTERS in user.groups
+
+    async def authorize_path(self, req: Request) -> None:
+        """RBAC for a request that is not for a resource (``nonResourceURLs``)."""
+        if self._privileged(req):
+            return
+        assert req.user is not None
+        verb = {"GET": "get", "HEAD": "get", "POST": "post", "PUT": "put", "PATCH": "patch",
+                "DELETE": "delete"}.get(req.method, req.method.lower())
+        await self.authorizer.check(rbac.Attributes(
+            req.user.name, req.user.groups, verb, path=req.path, resource_request=False))
+
+    async def authorize(self, req: Request, verb: str, *, namespace: str = "",
+                        group: str = "", resource: str = "", subresource: str = "",
+                        name: str = "") -> None:
+        """RBAC for a resource request; raises the 403 upstream answers."""
+        if self._privileged(req):
+            return
+        assert req.user is not None
+        await self.authorizer.check(authz.attributes(
+            req.user, verb, namespace=namespace, group=group, resource=resource,
+            subresource=subresource, name=name))
+
     async def route(self, req: Request) -> int:
         path = req.path
         if path.startswith("/api/") or path.startswith("/apis/"):
             return await self.resource_request(req)
+        await self.authorize_path(req)
         if req.method != "GET":
             raise StatusError(405, "MethodNotAllowed", "the server does not allow this method "
                               "on the requested resource")
@@ -339,17 +412,23 @@ class APIServer:
             if len(segs) < 2:
                 raise _not_found()
             if len(segs) == 2:
+                await self.authorize_path(req)
                 data = self.discovery.api_group(segs[1])
                 if data is None or req.method != "GET":
                     raise _not_found()
                 await send_bytes(req.send, 200, data)
                 return 200
             group, version, rest = segs[1], segs[2], segs[3:]
-            if rest and group == externalmetrics.GROUP:
-                return await externalmetrics.serve(self, req, version, rest)
-            if rest and group == custommetrics.GROUP:
+            if rest and group in (externalmetrics.GROUP, custommetrics.GROUP):
+                ns = rest[1] if rest[0] == "namespaces" and len(rest) > 2 else ""
+                what = rest[2:] if ns else rest
+                await self.authorize(req, "get", namespace=ns, group=group,
+                                     resource=what[0] if what else "")
+                if group == externalmetrics.GROUP:
+                    return await externalmetrics.serve(self, req, version, rest)
                 return await custommetrics.serve(self, req, version, rest)
         if not rest:
+            await self.authorize_path(req)
             data = self.discovery.resource_list(group, version)
             if data is None or req.method != "GET":
                 raise _not_found()
@@ -369,6 +448,7 @@ class APIServer:
         res = reg.get(group, version, plural)
         if res is None:
             if group == "" and plural == "bindings" and ns and req.method == "POST":
+                await self.authorize(req, "create", namespace=ns, resource="bindings")
                 pods = reg.get("", "v1", "pods")
                 assert pods is not None
                 req.resource = pods
@@ -382,11 +462,32 @@ class APIServer:
         req.subresource = sub
         if res.namespaced and not ns and name:
             raise _not_found()
+        if not self._privileged(req):
+            await self._authorize_resource(req, res, ns, name, sub)
+        if group in authz.REVIEW_GROUPS and res.verbs == ("create",):
+            if req.method != "POST" or name:
+                raise StatusError(405, "MethodNotAllowed", "the server does not allow this "
+                                  "method on the requested resource")
+            req.verb = "create"
+            review = await authz.review(self.authorizer, req, res, ns)
+            await send_bytes(req.send, 201, orjson.dumps(review))
+            return 201
         if group == "metrics.k8s.io":
             from kybernetes.apiserver import metricsapi
 
             return await metricsapi.serve(self, req, res, ns, name)
         return await self.dispatch(req, res, ns, name, sub)
+
+    async def _authorize_resource(self, req: Request, res: Resource, ns: str, name: str,
+                                  sub: str) -> None:
+        verb = authz.request_verb(req, name, sub)
+        namespace = name if res.group == "" and res.plural == "namespaces" and name else ns
+        if not name and verb in ("list", "watch"):
+            fs = req.query.get("fieldSelector", "")
+            if fs.startswith("metadata.name=") and "," not in fs:
+                name = fs[len("metadata.name="):]
+        await self.authorize(req, verb, namespace=namespace, group=res.group,
+                             resource=res.plural, subresource=sub, name=name)
 
     async def dispatch(self, req: Request, res: Resource, ns: str, name: str, sub: str) -> int:
         m = req.method
@@ -435,7 +536,7 @@ class APIServer:
             raise StatusError.bad_request(f'unsupported dry run option "{dry}"')
         return Options(dry_run=dry == "All", field_manager=q.get("fieldManager", ""),
                        field_validation=fv, user_agent=req.header(b"user-agent"),
-                       force=_truthy(q.get("force")))
+                       force=_truthy(q.get("force")), user=req.user)
 
     async def respond_object(self, req: Request, res: Resource, obj: Obj, status: int,
                              opts: Options | None = None) -> int:

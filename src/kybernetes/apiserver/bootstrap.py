@@ -1,6 +1,7 @@
 """The objects a fresh cluster has, kept present by the API server itself: system
-namespaces, the ``kubernetes`` Service and its endpoints, and in every namespace the
-``kube-root-ca.crt`` ConfigMap and the ``default`` ServiceAccount."""
+namespaces, the ``kubernetes`` Service and its endpoints, the default RBAC roles and
+bindings, and in every namespace the ``kube-root-ca.crt`` ConfigMap and the ``default``
+ServiceAccount."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kybernetes.api import storage
+from kybernetes.api import rbac, storage
 from kybernetes.api.errors import StatusError
 from kybernetes.api.registry import Resource
 from kybernetes.apiserver.context import Options
@@ -77,6 +78,12 @@ class Bootstrap:
             "spec": {"type": "ClusterIP", "clusterIP": svc_ip, "sessionAffinity": "None",
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                                 "targetPort": self.port}]}})
+        # upstream's bootstrap policy: cluster-admin for system:masters, discovery and
+        # self reviews for everyone, and the admin/edit/view roles to bind
+        for role in rbac.default_cluster_roles():
+            await self._ensure(self._res(rbac.GROUP, "v1", "clusterroles"), "", role)
+        for binding in rbac.default_cluster_role_bindings():
+            await self._ensure(self._res(rbac.GROUP, "v1", "clusterrolebindings"), "", binding)
         # the node agents provision its volumes (a directory under their data dir)
         await self._ensure(self._res("storage.k8s.io", "v1", "storageclasses"), "", {
             "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",

@@ -26,6 +26,8 @@ class Options:
     warnings: list[str] = field(default_factory=list)
     managed_fields: list[Any] | None = None
     """Set by server-side apply: the managedFields to store as they are."""
+    user: Any = None
+    """Who asks (an ``app.User``; None: the server itself), for RBAC's escalation check."""
 
 
 class Context:

@@ -24,8 +24,10 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import orjson
 
+from kybernetes.api import rbac
 from kybernetes.api.errors import StatusError
 from kybernetes.api.registry import Resource
+from kybernetes.apiserver import authz
 
 if TYPE_CHECKING:
     from kybernetes.apiserver.app import APIServer, Request
@@ -206,13 +208,20 @@ async def upgrade(server: APIServer, scope: dict[str, Any], conn: Any) -> None:
         headers = list(scope["headers"])
         auth = dict(headers).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or server.authenticate_token(token.strip()) is None:
+        user = server.authenticate_token(token.strip()) if scheme.lower() == "bearer" \
+            else None
+        if user is None:
             raise StatusError.unauthorized()
         segs = [s for s in scope["path"].split("/") if s]
         if len(segs) != 7 or segs[:3] != ["api", "v1", "namespaces"] or segs[4] != "pods" \
                 or segs[6] not in ("exec", "attach", "portforward"):
             raise StatusError.bad_request(f"upgrade not supported for {scope['path']}")
         ns, name, sub = segs[3], segs[5], segs[6]
+        if rbac.MASTERS not in user.groups:
+            # a WebSocket upgrade is a GET; upstream also asks for create on the
+            # subresource (AuthorizePodWebsocketUpgradeCreatePermission)
+            await server.authorizer.check(authz.attributes(
+                user, "create", namespace=ns, resource="pods", subresource=sub, name=name))
         query: dict[str, list[str]] = {}
         for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                               keep_blank_values=True):

@@ -317,7 +317,8 @@ class ObjectStore:
         self.strategy.default(stored)
         self.strategy.prepare_create(stored)
         self._validate_create(stored)
-        await admission.admit_create(self.ctx, self.storage_res, stored, dry_run=opts.dry_run)
+        await admission.admit_create(self.ctx, self.storage_res, stored, dry_run=opts.dry_run,
+                                     user=opts.user)
         self._track_fields(None, stored, opts, "")
         name = stored["metadata"]["name"]
         if opts.dry_run:
@@ -405,7 +406,7 @@ class ObjectStore:
             raise self.invalid(name, errs)
         if subresource != "status":
             await admission.admit_update(self.ctx, self.storage_res, new, old,
-                                         dry_run=opts.dry_run)
+                                         dry_run=opts.dry_run, user=opts.user)
         self._track_fields(old, new, opts, subresource)
         new["metadata"].pop("resourceVersion", None)
         old_md = old["metadata"]

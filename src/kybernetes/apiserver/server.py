@@ -48,10 +48,32 @@ def default_advertise_address() -> str:
     return "127.0.0.1"
 
 
+def read_token_file(path: Path) -> dict[str, User]:
+    """kube-apiserver's ``--token-auth-file``: CSV lines ``token,user,uid,"group1,group2"``
+    (uid and groups optional; ``#`` starts a comment). Every user is also in
+    ``system:authenticated``. Raises ValueError naming the bad line."""
+    import csv
+
+    tokens: dict[str, User] = {}
+    with path.open(newline="") as f:
+        for n, row in enumerate(csv.reader(f), 1):
+            if not row or row[0].lstrip().startswith("#"):
+                continue
+            if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                raise ValueError(f"{path}:{n}: want token,user[,uid[,\"group1,group2\"]]")
+            groups = [g.strip() for g in row[3].split(",") if g.strip()] if len(row) > 3 else []
+            tokens[row[0].strip()] = User(row[1].strip(),
+                                          (*groups, "system:authenticated"),
+                                          row[2].strip() if len(row) > 2 else "")
+    return tokens
+
+
 class ControlPlane:
     def __init__(self, *, data_dir: Path, port: int = 6443, host: str = "0.0.0.0",
-                 advertise_address: str = "", fsync: bool = False) -> None:
+                 advertise_address: str = "", fsync: bool = False,
+                 token_auth_file: Path | None = None) -> None:
         self.data_dir = data_dir
+        self.token_auth_file = token_auth_file
         self.port = port
         self.host = host
         self.advertise_address = advertise_address or default_advertise_address()
@@ -76,9 +98,10 @@ class ControlPlane:
         self.backend = backend = SQLiteBackend.open(self.data_dir / "state.db", fsync=self.fsync)
         metrics = Metrics()
         ctx = Context(TimedBackend(backend, metrics), build_registry())
+        tokens = read_token_file(self.token_auth_file) if self.token_auth_file else {}
+        tokens[pki.admin_token] = User("kyb-admin", ("system:masters", "system:authenticated"))
         self.api = api = APIServer(
-            ctx, tokens={pki.admin_token: User("kyb-admin", ("system:masters",
-                                                             "system:authenticated"))},
+            ctx, tokens=tokens,
             server_address=f"{self.advertise_address}:{self.port}", metrics=metrics)
         self.crds = CRDManager(api)
         bootstrap = Bootstrap(api, ca_pem=pki.ca_pem, advertise_address=self.advertise_address,

@@ -24,20 +24,34 @@ class KindCache:
         self._watch: Watch | None = None
         self._by_ns: dict[str, dict[str, KeyValue]] = {}
         self._lock = asyncio.Lock()
+        self.generation = 0
+        """Counts changes: equal between two lookups, nothing changed between them."""
 
     async def items(self, namespace: str) -> list[KeyValue]:
         """The namespace's objects, in key order, as of every acknowledged write."""
+        await self.refresh()
+        objs = self._by_ns.get(namespace)
+        return [objs[k] for k in sorted(objs)] if objs else []
+
+    async def all(self) -> list[KeyValue]:
+        """Every object (of every namespace, or of a cluster-scoped kind), in key order."""
+        await self.refresh()
+        return sorted((kv for objs in self._by_ns.values() for kv in objs.values()),
+                      key=lambda kv: kv.key)
+
+    async def refresh(self) -> None:
+        """Take every change the store has delivered (or list again)."""
         if self._watch is None or not self._catch_up(self._watch):
             async with self._lock:
                 if self._watch is None or not self._catch_up(self._watch):
                     await self._relist()
-        objs = self._by_ns.get(namespace)
-        return [objs[k] for k in sorted(objs)] if objs else []
 
     def _catch_up(self, watch: Watch) -> bool:
         events = watch.poll()
         if events is None or watch.overflowed:
             return False
+        if events:
+            self.generation += 1
         for e in events:
             ns = e.kv.key[len(self.prefix):].partition("/")[0]
             if e.type == EventType.DELETE:
@@ -59,6 +73,7 @@ class KindCache:
         for kv in page.items:
             by_ns.setdefault(kv.key[len(self.prefix):].partition("/")[0], {})[kv.key] = kv
         self._by_ns = by_ns
+        self.generation += 1
         self._watch = await self.backend.watch(self.prefix, after_revision=page.revision)
 
     def close(self) -> None:

@@ -227,6 +227,10 @@ def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
               help="Run without the scheduler (pods need a spec.nodeName).")
 @click.option("--disable-controllers", is_flag=True, hidden=True,
               help="Run without the controllers (a `kyb controller-manager` runs them).")
+@click.option("--token-auth-file", type=click.Path(exists=True, dir_okay=False,
+                                                  path_type=Path), default=None,
+              help="Users' bearer tokens, as kube-apiserver's: CSV lines "
+              "token,user,uid,\"group1,group2\" (docs/access-control.md).")
 @click.option("--dashboard-interval", type=Duration(), default="5s", show_default=True,
               help="How often the dashboard samples usage and request rates for its charts "
               "(the last hour is kept).")
@@ -247,7 +251,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
            scheduler_config: Path | None, disable_scheduler: bool,
            disable_controllers: bool, leader_elect_lease_duration: float,
            leader_elect_renew_deadline: float, leader_elect_retry_period: float,
-           dashboard_interval: float, verbose: int, **controller_flags: float) -> None:
+           dashboard_interval: float, token_auth_file: Path | None, verbose: int,
+           **controller_flags: float) -> None:
     """Run the all-in-one control plane (and this machine's node agent), and the
     dashboard at https://<address>:<port>/dashboard/."""
     _setup_logging(verbose + 1)
@@ -266,6 +271,13 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
             fake.nodes()
         except NodeListError as e:
             raise click.UsageError(str(e)) from None
+    if token_auth_file is not None:
+        from kybernetes.apiserver.server import read_token_file
+
+        try:
+            read_token_file(token_auth_file)
+        except (OSError, ValueError) as e:
+            raise click.BadParameter(str(e), param_hint="--token-auth-file") from None
     # checked now only when a file is given: the default needs no check, and importing
     # the plugins here would delay the API server's start
     sched_cfg = _scheduler_configuration(scheduler_config) if scheduler_config else None
@@ -290,7 +302,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
                              scheduler=not disable_scheduler, scheduler_config=sched_cfg,
                              controllers=not disable_controllers, election=election,
                              controller_options=ControllerOptions(**controller_flags),
-                             dashboard_interval=dashboard_interval))
+                             dashboard_interval=dashboard_interval,
+                             token_auth_file=token_auth_file))
     sys.exit(code)
 
 

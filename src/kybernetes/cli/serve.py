@@ -335,13 +335,15 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
                      controllers: bool = True,
                      election: LeaderElectionOptions | None = None,
                      controller_options: ControllerOptions | None = None,
-                     dashboard_interval: float = 5.0) -> int:
+                     dashboard_interval: float = 5.0,
+                     token_auth_file: Path | None = None) -> int:
     from kybernetes.cli.main import install_stop_signals
 
     stop = asyncio.Event()
     install_stop_signals(stop)
     cp = ControlPlane(data_dir=data_dir, port=port, host=host,
-                      advertise_address=advertise_address, fsync=fsync)
+                      advertise_address=advertise_address, fsync=fsync,
+                      token_auth_file=token_auth_file)
     try:
         await cp.start()
     except OSError as e:

@@ -8,10 +8,11 @@
     GET /dashboard/api/history/services/{ns}/{name} requests/s, errors/s, mean latency (s)
     GET /dashboard/api/latest/{pods,nodes,services}  the newest sample of each
 
-Everything under ``/dashboard/api`` needs the same bearer token as the API; the page
-asks for it at login and sends it with every request, so that it can do exactly what
-the token may do with the API itself (scaling is a PATCH of ``/scale``, logs are the
-pod's ``log`` subresource).
+Everything under ``/dashboard/api`` needs the same bearer token as the API and is
+authorized as the API would be (RBAC: list and watch of each kind the stream follows,
+get of the object whose history is asked for); the page asks for the token at login and
+sends it with every request, so that it can do exactly what the token may do with the
+API itself (scaling is a PATCH of ``/scale``, logs are the pod's ``log`` subresource).
 
 The history is sampled every ``interval`` seconds by a task of the server: the usage
 summary of each node agent (what ``kubectl top`` reads) and the request counters of the
@@ -105,14 +106,20 @@ class Dashboard:
         if segs == ["watch"]:
             return await watch.serve(self.api, req, now=time.time)
         if len(segs) == 2 and segs[0] == "latest" and segs[1] in _KINDS:
-            await send_bytes(req.send, 200, orjson.dumps(
-                self.history.latest_of(_KINDS[segs[1]])))
+            ns = req.query.get("namespace", "") if segs[1] != "nodes" else ""
+            await self.api.authorize(req, "list", namespace=ns, resource=segs[1])
+            latest = self.history.latest_of(_KINDS[segs[1]])
+            if ns:
+                latest = {k: v for k, v in latest.items() if k.startswith(ns + "/")}
+            await send_bytes(req.send, 200, orjson.dumps(latest))
             return 200
         if len(segs) >= 3 and segs[0] == "history":
             kind = _KINDS.get(segs[1])
             name = "/".join(segs[2:])
             if kind is None or name.count("/") != (0 if kind == "node" else 1):
                 raise StatusError(404, "NotFound", f"no history for {'/'.join(segs[1:])}")
+            ns, _, obj = name.rpartition("/")
+            await self.api.authorize(req, "get", namespace=ns, resource=segs[1], name=obj)
             since = float(req.query.get("since") or 0) or -float("inf")
             body = {"interval": self.interval, **self.history.series((kind, name), since=since)}
             await send_bytes(req.send, 200, orjson.dumps(body))

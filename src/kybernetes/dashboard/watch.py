@@ -8,7 +8,8 @@ dashboard follows up to eight kinds at once, so it asks for all of them in one r
 and reads newline-delimited JSON: first the current objects (``ADDED``), then one
 ``{"type": "SYNCED"}`` line, then the changes, each line tagged with the index of its
 resource (``"r"``) and otherwise what the API's own watch sends. A resource the server
-does not serve gets one ``ERROR`` line (a Status) and is left out.
+does not serve, or the token may not list and watch (RBAC, as for the API itself), gets
+one ``ERROR`` line (its Status) and is left out.
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ async def serve(api: APIServer, req: Request, *, now: Any) -> int:
     await send({"type": "http.response.body", "body": b"", "more_body": True})
     streams: list[tuple[int, WatchStream, int]] = []
     for i, res in enumerate(resources):
+        if not isinstance(res, StatusError):
+            try:  # what the token may list and watch, as the API itself would check
+                for verb in ("list", "watch"):
+                    await api.authorize(req, verb, namespace=ns if res.namespaced else "",
+                                        group=res.group, resource=res.plural)
+            except StatusError as e:
+                res = e
         if isinstance(res, StatusError):
             await send({"type": "http.response.body", "more_body": True,
                         "body": orjson.dumps({"r": i, "type": "ERROR",

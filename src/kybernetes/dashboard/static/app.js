@@ -34,6 +34,7 @@ const state = {
   synced: false,
   stream: null,
   namespace: "",
+  forbidden: [],
   latest: {pod: {}, node: {}, service: {}},
 };
 
@@ -125,12 +126,14 @@ async function openStream() {
   const ctrl = new AbortController();
   state.stream = ctrl;
   const paths = RESOURCES.map(([, p]) => p).join(",");
+  const ns = state.namespace ? `&namespace=${encodeURIComponent(state.namespace)}` : "";
   let backoff = 500;
   while (!ctrl.signal.aborted) {
     const pending = Object.fromEntries(RESOURCES.map(([name]) => [name, new Map()]));
+    const forbidden = [];
     let synced = false;
     try {
-      const res = await api(`/dashboard/api/watch?resources=${encodeURIComponent(paths)}`,
+      const res = await api(`/dashboard/api/watch?resources=${encodeURIComponent(paths)}${ns}`,
         {signal: ctrl.signal, raw: true});
       if (!res.ok) throw new APIError(res.status, await res.json().catch(() => null));
       setConn(true);
@@ -150,12 +153,16 @@ async function openStream() {
           if (ev.type === "SYNCED") {
             synced = true;
             state.objects = pending;
+            state.forbidden = forbidden;
             state.synced = true;
             backoff = 500;
             render();
             continue;
           }
-          if (ev.type === "ERROR") continue;  // a kind this server does not serve
+          if (ev.type === "ERROR") {  // a kind this server does not serve, or the token may not see
+            if (ev.object.code === 403) forbidden.push(RESOURCES[ev.r][0]);
+            continue;
+          }
           const objs = (synced ? state.objects : pending)[RESOURCES[ev.r][0]];
           if (ev.type === "DELETED") objs.delete(key(ev.object));
           else objs.set(key(ev.object), ev.object);
@@ -659,7 +666,10 @@ function startLive(ns, name) {
 
 async function refreshLatest() {
   try {
-    const [svc, node] = await Promise.all([api("/dashboard/api/latest/services"), api("/dashboard/api/latest/nodes")]);
+    const ns = state.namespace ? `?namespace=${encodeURIComponent(state.namespace)}` : "";
+    const [svc, node] = await Promise.all([
+      api(`/dashboard/api/latest/services${ns}`).catch(() => ({})),
+      api("/dashboard/api/latest/nodes").catch(() => ({}))]);
     state.latest.service = svc;
     state.latest.node = node;
     const page = route().page;
@@ -692,7 +702,7 @@ function render() {
     return;
   }
   const focused = document.activeElement && document.activeElement.id &&
-    main.contains(document.activeElement) ? {id: document.activeElement.id, value: document.activeElement.value} : null;
+    main.contains(document.activeElement) ? document.activeElement.id : null;
   let html;
   if (page === "pod" && args.length === 2) {
     html = pagePod(args[0], args[1]);
@@ -701,10 +711,19 @@ function render() {
     stopLive();
     html = (PAGES[page] || pageOverview)();
   }
+  if (state.forbidden.length) {
+    html = `<p class="muted" id="forbidden">Not shown: this token may not list ${esc(state.forbidden.join(", "))}` +
+      `${state.namespace ? "" : " in all namespaces (type a namespace at the top)"}.</p>` + html;
+  }
   main.innerHTML = html;
+  for (const [id, value] of typed) {
+    const el = document.getElementById(id);
+    if (el) el.value = value;
+    else typed.delete(id);
+  }
   if (focused) {
-    const el = document.getElementById(focused.id);
-    if (el) { el.value = focused.value; el.focus(); }
+    const el = document.getElementById(focused);
+    if (el) el.focus();
   }
   refreshNamespaces();
   if (firstRender) {
@@ -717,17 +736,17 @@ function render() {
 }
 
 function refreshNamespaces() {
-  const sel = $("#ns");
+  const list = $("#ns-options");
   const names = [...state.objects.namespaces.values()].map((n) => n.metadata.name).sort();
-  const want = ["", ...names].join(",");
-  if (sel.dataset.names === want) return;
-  sel.dataset.names = want;
-  sel.innerHTML = `<option value="">all namespaces</option>` +
-    names.map((n) => `<option ${n === state.namespace ? "selected" : ""}>${esc(n)}</option>`).join("");
+  const want = names.join(",");
+  if (list.dataset.names === want) return;
+  list.dataset.names = want;
+  list.innerHTML = names.map((n) => `<option value="${esc(n)}">`).join("");
 }
 
 async function scale(form) {
   const replicas = parseInt(form.replicas.value, 10);
+  typed.delete(form.replicas.id);  // from now on the field shows the cluster's value
   const path = `/apis/${form.dataset.scale.replace(/\/([^/]+)$/, "/namespaces/" + encodeURIComponent(form.dataset.ns) + "/$1")}/${encodeURIComponent(form.dataset.name)}/scale`;
   try {
     await api(path, {method: "PATCH", headers: {"Content-Type": "application/merge-patch+json"},
@@ -774,12 +793,17 @@ function showApp() {
 async function login(token) {
   state.token = token;
   try {
-    const res = await fetch("/api/v1/namespaces?limit=1", {headers: {Authorization: `Bearer ${token}`}});
+    // who the token is (kubectl auth whoami's review): any valid token may ask
+    const res = await fetch("/apis/authentication.k8s.io/v1/selfsubjectreviews", {
+      method: "POST", body: JSON.stringify({apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview"}),
+      headers: {Authorization: `Bearer ${token}`, "Content-Type": "application/json"}});
     if (res.status === 401) {
       state.token = "";
       showLogin("Unauthorized: the token was refused.");
       return;
     }
+    const review = res.ok ? await res.json() : null;
+    $("#whoami").textContent = ((review || {}).status || {}).userInfo ? review.status.userInfo.username : "";
   } catch (e) {
     showLogin(`Cannot reach the API server: ${e.message}`);
     return;
@@ -794,7 +818,20 @@ document.addEventListener("submit", (ev) => {
   else if (ev.target.classList.contains("scale")) scale(ev.target);
 });
 $("#logout").addEventListener("click", () => logout(""));
-$("#ns").addEventListener("change", (ev) => { state.namespace = ev.target.value; render(); });
+$("#ns").addEventListener("change", (ev) => {
+  // the stream follows the namespace: a token may be allowed in one namespace only
+  const ns = ev.target.value.trim();
+  if (ns === state.namespace) return;
+  state.namespace = ns;
+  render();  // what is known, filtered, until the new stream has the namespace's state
+  openStream();
+  refreshLatest();
+});
+// what the user typed survives re-renders (the page is rebuilt on every change)
+const typed = new Map();
+document.addEventListener("input", (ev) => {
+  if (ev.target.id && $("#page").contains(ev.target)) typed.set(ev.target.id, ev.target.value);
+});
 window.addEventListener("hashchange", render);
 
 if (state.token) login(state.token);
