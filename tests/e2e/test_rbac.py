@@ -3,6 +3,7 @@ roles bound per namespace, ``kubectl auth can-i`` and ``whoami``, escalation pre
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -18,6 +19,20 @@ from tests.e2e.cluster import Cluster, free_port
 pytestmark = pytest.mark.slow
 
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
+AUDIT_POLICY = """
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: None
+  verbs: ["get", "list", "watch"]
+- level: None
+  nonResourceURLs: ["/api*", "/version", "/openapi*", "/healthz*", "/readyz*", "/livez*"]
+- level: Request
+  resources:
+  - group: ""
+    resources: ["configmaps", "secrets"]
+- level: Metadata
+"""
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +41,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tokens = base / "tokens.csv"
     tokens.write_text(f'{TOKENS["alice"]},alice,uid-alice,"ml-team,researchers"\n'
                       f'# a comment\n{TOKENS["bob"]},bob,uid-bob\n')
+    policy = base / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
     c = Cluster(data_dir=base / "data", port=free_port(), log_path=base / "server.log",
                 cache_dir=base / "home",
-                extra_args=["--disable-agent", "--token-auth-file", str(tokens)])
+                extra_args=["--disable-agent", "--token-auth-file", str(tokens),
+                            "--audit-log-path", str(base / "audit.log"),
+                            "--audit-policy-file", str(policy)])
     c.cache_dir.mkdir(parents=True, exist_ok=True)
     c.start()
     try:
@@ -173,3 +192,56 @@ def test_a_bad_token_file_is_refused(tmp_path: Path) -> None:
     assert "Invalid value for --token-auth-file" in out.stderr
     assert f"{bad}:1: want token,user" in out.stderr
     assert not (tmp_path / "data").exists(), "refused before anything started"
+
+
+def audit_events(c: Cluster) -> list[Any]:
+    path = c.data_dir.parent / "audit.log"
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_the_audit_log_records_who_deleted_what(cluster: Cluster) -> None:
+    c = cluster
+    c.kubectl("create", "configmap", "doomed", "-n", "team-serving", "--from-literal=k=v")
+    c.kubectl("delete", "configmap", "doomed", "-n", "team-serving")
+    as_user(c, "alice", "delete", "configmap", "settings", "-n", "team-research")
+    c.kubectl("create", "secret", "generic", "api-key", "-n", "team-serving",
+              "--from-literal=key=s3cr3t-value")
+    events = audit_events(c)
+    deletes = [e for e in events if e["verb"] == "delete"
+               and e.get("objectRef", {}).get("resource") == "configmaps"]
+    mine = next(e for e in deletes if e["objectRef"].get("name") == "doomed")
+    assert mine["user"]["username"] == "kyb-admin"
+    assert "system:masters" in mine["user"]["groups"]
+    assert mine["objectRef"] == {"resource": "configmaps", "apiVersion": "v1",
+                                 "namespace": "team-serving", "name": "doomed"}
+    assert mine["responseStatus"]["code"] == 200
+    assert mine["apiVersion"] == "audit.k8s.io/v1" and mine["stage"] == "ResponseComplete"
+    assert "kubectl" in mine["userAgent"]
+    refused = next(e for e in deletes if e["user"]["username"] == "alice")
+    assert refused["responseStatus"]["code"] == 403
+    assert refused["objectRef"]["name"] == "settings"
+    created = next(e for e in events if e["verb"] == "create"
+                   and e.get("objectRef", {}).get("name") == "doomed")
+    assert created["level"] == "Request" and created["requestObject"]["data"] == {"k": "v"}
+    secret = next(e for e in events if e["verb"] == "create"
+                  and e.get("objectRef", {}).get("resource") == "secrets")
+    assert secret["level"] == "Metadata" and "requestObject" not in secret
+    raw = (c.data_dir.parent / "audit.log").read_text()
+    assert "s3cr3t" not in raw and "czNjcjN0" not in raw, "a secret's value was logged"
+    assert not any(e["verb"] in ("get", "list", "watch") for e in events), "level None"
+
+
+def test_secrets_are_encrypted_in_the_datastore(cluster: Cluster) -> None:
+    c = cluster
+    c.kubectl("create", "secret", "generic", "db-password", "-n", "team-research",
+              "--from-literal=password=correct-horse-battery")
+    c.kubectl("create", "configmap", "not-secret", "-n", "team-research",
+              "--from-literal=motto=plain-visible-words")
+    got = c.kubectl("get", "secret", "db-password", "-n", "team-research", "-o",
+                    "jsonpath={.data.password}").stdout
+    assert base64.b64decode(got) == b"correct-horse-battery"
+    stored = b"".join(p.read_bytes() for p in c.data_dir.glob("state.db*"))
+    assert b"plain-visible-words" in stored, "the check reads the right files"
+    for clear in (b"correct-horse-battery", base64.b64encode(b"correct-horse-battery")):
+        assert clear not in stored
+    assert b"k8s:enc:aesgcm:v1:key1:" in stored

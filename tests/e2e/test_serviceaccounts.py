@@ -89,6 +89,14 @@ def test_pods_get_their_service_account_token(cluster: Cluster, namespace: str) 
         r = http.get(f"/api/v1/namespaces/{namespace}/pods/client",
                      headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and r.json()["metadata"]["name"] == "client"
+        # bound to the pod: the token dies with it (upstream's bound token check)
+        cluster.kubectl("delete", "pod", "client", "-n", namespace, "--grace-period=0",
+                        "--force")
+        wait_for("the pod gone", lambda: cluster.kubectl(
+            "get", "pod", "client", "-n", namespace, check=False).returncode != 0)
+        r = http.get(f"/api/v1/namespaces/{namespace}/pods",
+                     headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, r.text
     out = wait_for("nomount's output", lambda: cluster.kubectl(
         "logs", "nomount", "-n", namespace, check=False).stdout.strip())
     assert out == "none"

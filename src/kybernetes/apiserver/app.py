@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -35,6 +36,7 @@ from kybernetes.apiserver import (
     subresources,
     tables,
 )
+from kybernetes.apiserver.audit import AuditLog
 from kybernetes.apiserver.authz import Authorizer
 from kybernetes.apiserver.context import Context, Options
 from kybernetes.apiserver.discovery import AGGREGATED_CONTENT_TYPE, Discovery
@@ -42,6 +44,7 @@ from kybernetes.apiserver.metrics import Metrics
 from kybernetes.apiserver.objects import ObjectStore
 from kybernetes.apiserver.openapi import OpenAPI
 from kybernetes.apiserver.watch import WatchStream
+from kybernetes.store.etcd import UnavailableError
 
 if TYPE_CHECKING:
     from kybernetes.apiserver.custommetrics import CustomMetrics
@@ -65,6 +68,9 @@ class User:
     name: str
     groups: tuple[str, ...] = ()
     uid: str = ""
+    bound: tuple[tuple[str, str, str, str], ...] = ()
+    """For a service account token: (plural, namespace, name, uid) of the objects it is
+    bound to (the service account, the pod), which must still exist for it to work."""
 
 
 @dataclass
@@ -100,7 +106,8 @@ class Request:
             chunks.append(chunk)
             if not msg.get("more_body"):
                 break
-        return b"".join(chunks)
+        data = self.extra["body"] = b"".join(chunks)  # for the audit log's Request level
+        return data
 
 
 async def send_bytes(send: Send, status: int, body: bytes, *,
@@ -144,6 +151,8 @@ class APIServer:
         self._custom_metrics: CustomMetrics | None = None
         self._mounts: dict[str, Callable[[Request], Awaitable[int]]] = {}
         self.authorizer = Authorizer(ctx)
+        self.audit: AuditLog | None = None
+        """Where each request is recorded (``--audit-log-path``), if anywhere."""
         ctx.extra["authorizer"] = self.authorizer  # admission's escalation check
 
     def mount(self, prefix: str, handler: Callable[[Request], Awaitable[int]]) -> None:
@@ -205,10 +214,14 @@ class APIServer:
                       dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {},
                       headers)
         start = time.perf_counter()
+        received = datetime.now(UTC) if self.audit is not None else None
         code = 500
         try:
             req.user = self.authenticate(req)
+            if req.user is not None and req.user.bound:
+                await self.check_bound(req.user)
             if req.user is not None and b"impersonate-user" in headers:
+                req.extra["impersonator"] = req.user
                 req.user = await self.impersonate(req, req.user)
             mounted = self._mounted(req.path)
             if mounted is not None:
@@ -221,6 +234,11 @@ class APIServer:
             code = e.code
             await send_bytes(send, e.code, orjson.dumps(e.status()),
                              headers=[(k.encode(), v.encode()) for k, v in e.headers.items()])
+        except UnavailableError as e:  # the datastore did not answer: nothing was done
+            code = 503
+            err = StatusError(503, "ServiceUnavailable", str(e))
+            await send_bytes(send, 503, orjson.dumps(err.status()),
+                             headers=[(b"retry-after", b"1")])
         except Exception as e:
             log.exception("internal error serving %s %s", req.method, req.path)
             err = StatusError.internal(str(e))
@@ -230,6 +248,8 @@ class APIServer:
             if res is not None and req.verb != "watch":
                 self.metrics.observe(req.verb, res.group, res.version, res.plural,
                                      req.subresource, code, time.perf_counter() - start)
+            if received is not None and self.audit is not None:
+                self.audit.record(req, code, received)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -296,12 +316,31 @@ class APIServer:
         if issuer is not None and token.count(".") == 2:
             claims = issuer.verify(token)
             if claims is not None and issuer.issuer in (claims.get("aud") or []):
-                ns = (claims.get("kubernetes.io") or {}).get("namespace", "")
-                sa = (claims.get("kubernetes.io") or {}).get("serviceaccount") or {}
+                k8s = claims.get("kubernetes.io") or {}
+                ns = k8s.get("namespace", "")
+                sa = k8s.get("serviceaccount") or {}
+                bound = [("serviceaccounts", ns, str(sa.get("name", "")),
+                          str(sa.get("uid", "")))]
+                for kind, plural in (("pod", "pods"), ("secret", "secrets")):
+                    ref = k8s.get(kind)
+                    if isinstance(ref, dict):
+                        bound.append((plural, ns, str(ref.get("name", "")),
+                                      str(ref.get("uid", ""))))
                 return User(str(claims.get("sub", "")),
                             ("system:serviceaccounts", f"system:serviceaccounts:{ns}",
-                             "system:authenticated"), str(sa.get("uid", "")))
+                             "system:authenticated"), str(sa.get("uid", "")), tuple(bound))
         return None
+
+    async def check_bound(self, user: User) -> None:
+        """A service account token stops working when its service account or the pod it
+        was issued for is gone (or was replaced by one of the same name): 401, as
+        upstream's token authenticator answers."""
+        for plural, ns, name, uid in user.bound:
+            res = self.ctx.registry.get("", "v1", plural)
+            assert res is not None
+            kv = await self.ctx.backend.get(res.key(ns, name))
+            if kv is None or (uid and orjson.loads(kv.value)["metadata"].get("uid") != uid):
+                raise StatusError.unauthorized()
 
     async def handle_upgrade(self, scope: Scope, conn: Any) -> None:
         """HTTP upgrades (``kubectl exec``, ``attach``, ``port-forward``)."""
@@ -460,6 +499,7 @@ class APIServer:
             raise _not_found()
         req.resource = res
         req.subresource = sub
+        req.extra["namespace"], req.extra["name"] = ns, name
         if res.namespaced and not ns and name:
             raise _not_found()
         if not self._privileged(req):
@@ -480,7 +520,7 @@ class APIServer:
 
     async def _authorize_resource(self, req: Request, res: Resource, ns: str, name: str,
                                   sub: str) -> None:
-        verb = authz.request_verb(req, name, sub)
+        verb = req.verb = authz.request_verb(req, name, sub)
         namespace = name if res.group == "" and res.plural == "namespaces" and name else ns
         if not name and verb in ("list", "watch"):
             fs = req.query.get("fieldSelector", "")

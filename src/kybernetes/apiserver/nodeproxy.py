@@ -212,6 +212,8 @@ async def upgrade(server: APIServer, scope: dict[str, Any], conn: Any) -> None:
             else None
         if user is None:
             raise StatusError.unauthorized()
+        if user.bound:
+            await server.check_bound(user)
         segs = [s for s in scope["path"].split("/") if s]
         if len(segs) != 7 or segs[:3] != ["api", "v1", "namespaces"] or segs[4] != "pods" \
                 or segs[6] not in ("exec", "attach", "portforward"):

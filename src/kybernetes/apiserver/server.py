@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -23,12 +24,16 @@ from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.builtin import build_registry
 from kybernetes.apiserver import admission, certs
 from kybernetes.apiserver.app import APIServer, User
+from kybernetes.apiserver.audit import AuditLog, load_policy
 from kybernetes.apiserver.bootstrap import Bootstrap
 from kybernetes.apiserver.context import Context
 from kybernetes.apiserver.crds import CRDManager
 from kybernetes.apiserver.http import HTTPServer
 from kybernetes.apiserver.metrics import Metrics, TimedBackend
 from kybernetes.apiserver.serviceaccounts import TokenIssuer
+from kybernetes.store.encryption import Config as EncryptionConfig
+from kybernetes.store.encryption import EncryptedBackend, load_config, new_config_text
+from kybernetes.store.etcd import EtcdBackend
 from kybernetes.store.sqlite import SQLiteBackend
 
 log = logging.getLogger(__name__)
@@ -68,17 +73,41 @@ def read_token_file(path: Path) -> dict[str, User]:
     return tokens
 
 
+def parse_datastore(url: str) -> tuple[list[str], bool]:
+    """``etcd://h1:2379,h2:2379`` (``etcds://`` for TLS) → the endpoints' URLs and whether
+    they use TLS. Raises ValueError for anything else."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("etcd", "etcds") or not rest.strip("/"):
+        raise ValueError(f"unsupported datastore {url!r}: want etcd://host:port[,host:port...] "
+                         "or etcds://... (TLS)")
+    proto = "https" if scheme == "etcds" else "http"
+    hosts = [h.strip() for h in rest.strip("/").split(",") if h.strip()]
+    for h in hosts:
+        host, _, port = h.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"datastore endpoint {h!r}: want host:port")
+    return [f"{proto}://{h}" for h in hosts], scheme == "etcds"
+
+
 class ControlPlane:
     def __init__(self, *, data_dir: Path, port: int = 6443, host: str = "0.0.0.0",
                  advertise_address: str = "", fsync: bool = False,
-                 token_auth_file: Path | None = None) -> None:
+                 token_auth_file: Path | None = None, audit_log: Path | None = None,
+                 audit_policy: Path | None = None,
+                 encryption_config: Path | None = None, datastore: str = "",
+                 etcd_tls: dict[str, Path] | None = None) -> None:
+        self.encryption_config = encryption_config
+        self.datastore = datastore
+        self.etcd_tls = etcd_tls or {}
         self.data_dir = data_dir
         self.token_auth_file = token_auth_file
+        self.audit_log = audit_log
+        self.audit_policy = audit_policy
         self.port = port
         self.host = host
         self.advertise_address = advertise_address or default_advertise_address()
         self.fsync = fsync
-        self.backend: SQLiteBackend | None = None
+        self.backend: SQLiteBackend | EtcdBackend | None = None
         self.api: APIServer | None = None
         self.crds: CRDManager | None = None
         self._http: HTTPServer | None = None
@@ -95,14 +124,19 @@ class ControlPlane:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pki = pki = certs.ensure_pki(self.data_dir, extra_hosts=[self.advertise_address])
-        self.backend = backend = SQLiteBackend.open(self.data_dir / "state.db", fsync=self.fsync)
+        self.backend = backend = await self._open_datastore()
         metrics = Metrics()
-        ctx = Context(TimedBackend(backend, metrics), build_registry())
+        ctx = Context(TimedBackend(EncryptedBackend(backend, self._encryption()), metrics),
+                      build_registry())
         tokens = read_token_file(self.token_auth_file) if self.token_auth_file else {}
         tokens[pki.admin_token] = User("kyb-admin", ("system:masters", "system:authenticated"))
         self.api = api = APIServer(
             ctx, tokens=tokens,
             server_address=f"{self.advertise_address}:{self.port}", metrics=metrics)
+        if self.audit_log is not None:
+            api.audit = AuditLog(self.audit_log, load_policy(self.audit_policy)
+                                 if self.audit_policy else None)
+            api.audit.open()
         self.crds = CRDManager(api)
         bootstrap = Bootstrap(api, ca_pem=pki.ca_pem, advertise_address=self.advertise_address,
                               port=self.port)
@@ -167,6 +201,29 @@ class ControlPlane:
                     await self.backend.compact(target)
                 seen = seen[-2:]
 
+    async def _open_datastore(self) -> SQLiteBackend | EtcdBackend:
+        """SQLite in the data directory, or the etcd cluster of ``--datastore``."""
+        if not self.datastore:
+            return SQLiteBackend.open(self.data_dir / "state.db", fsync=self.fsync)
+        endpoints, tls = parse_datastore(self.datastore)
+        verify: Any = str(self.etcd_tls.get("cafile")) if self.etcd_tls.get("cafile") \
+            else tls
+        cert = ((str(self.etcd_tls["certfile"]), str(self.etcd_tls["keyfile"]))
+                if self.etcd_tls.get("certfile") else None)
+        return await EtcdBackend.connect(endpoints, verify=verify, cert=cert)
+
+    def _encryption(self) -> EncryptionConfig:
+        """``--encryption-provider-config``, or the data directory's own (a fresh AES-256
+        key for Secrets, written at the first start)."""
+        path = self.encryption_config
+        if path is None:
+            path = self.data_dir / "pki" / "encryption-config.yaml"
+            if not path.exists():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(new_config_text())
+        return load_config(path)
+
     async def stop(self) -> None:
         if self.api is not None:
             self.api.ready = False
@@ -180,3 +237,5 @@ class ControlPlane:
         if self.backend is not None:
             await self.backend.close()
             self.backend = None
+        if self.api is not None and self.api.audit is not None:
+            self.api.audit.close()

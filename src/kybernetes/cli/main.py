@@ -231,6 +231,26 @@ def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
                                                   path_type=Path), default=None,
               help="Users' bearer tokens, as kube-apiserver's: CSV lines "
               "token,user,uid,\"group1,group2\" (docs/access-control.md).")
+@click.option("--datastore", default="", help="Keep the state in etcd instead of SQLite: "
+              "etcd://host:2379[,host2:2379,...] (etcds:// for TLS; docs/store.md).")
+@click.option("--etcd-cafile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="CA bundle that signed the etcd servers' certificates.")
+@click.option("--etcd-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Client certificate for etcd (with --etcd-keyfile).")
+@click.option("--etcd-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Client key for etcd.")
+@click.option("--encryption-provider-config",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An apiserver.config.k8s.io/v1 EncryptionConfiguration (aesgcm keys, "
+              "identity) for values at rest (default: DATA_DIR/pki/encryption-config.yaml, "
+              "a fresh key for Secrets).")
+@click.option("--audit-log-path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Record every request as an audit.k8s.io/v1 Event, one JSON "
+              "line each (docs/access-control.md).")
+@click.option("--audit-policy-file", type=click.Path(exists=True, dir_okay=False,
+                                                    path_type=Path), default=None,
+              help="An audit.k8s.io/v1 Policy: the level of each request (default: "
+              "Metadata for all).")
 @click.option("--dashboard-interval", type=Duration(), default="5s", show_default=True,
               help="How often the dashboard samples usage and request rates for its charts "
               "(the last hour is kept).")
@@ -251,7 +271,11 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
            scheduler_config: Path | None, disable_scheduler: bool,
            disable_controllers: bool, leader_elect_lease_duration: float,
            leader_elect_renew_deadline: float, leader_elect_retry_period: float,
-           dashboard_interval: float, token_auth_file: Path | None, verbose: int,
+           dashboard_interval: float, token_auth_file: Path | None,
+           audit_log_path: Path | None, audit_policy_file: Path | None,
+           encryption_provider_config: Path | None, datastore: str,
+           etcd_cafile: Path | None, etcd_certfile: Path | None, etcd_keyfile: Path | None,
+           verbose: int,
            **controller_flags: float) -> None:
     """Run the all-in-one control plane (and this machine's node agent), and the
     dashboard at https://<address>:<port>/dashboard/."""
@@ -278,6 +302,32 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
             read_token_file(token_auth_file)
         except (OSError, ValueError) as e:
             raise click.BadParameter(str(e), param_hint="--token-auth-file") from None
+    if datastore:
+        from kybernetes.apiserver.server import parse_datastore
+
+        try:
+            parse_datastore(datastore)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--datastore") from None
+        if bool(etcd_certfile) != bool(etcd_keyfile):
+            raise click.UsageError("--etcd-certfile and --etcd-keyfile go together")
+    if encryption_provider_config is not None:
+        from kybernetes.store.encryption import ConfigError, load_config
+
+        try:
+            load_config(encryption_provider_config)
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint="--encryption-provider-config"
+                                     ) from None
+    if audit_policy_file is not None:
+        from kybernetes.apiserver.audit import PolicyError, load_policy
+
+        try:
+            load_policy(audit_policy_file)
+        except PolicyError as e:
+            raise click.BadParameter(str(e), param_hint="--audit-policy-file") from None
+        if audit_log_path is None:
+            raise click.UsageError("--audit-policy-file needs --audit-log-path")
     # checked now only when a file is given: the default needs no check, and importing
     # the plugins here would delay the API server's start
     sched_cfg = _scheduler_configuration(scheduler_config) if scheduler_config else None
@@ -303,7 +353,14 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
                              controllers=not disable_controllers, election=election,
                              controller_options=ControllerOptions(**controller_flags),
                              dashboard_interval=dashboard_interval,
-                             token_auth_file=token_auth_file))
+                             token_auth_file=token_auth_file,
+                             audit_log=audit_log_path.resolve() if audit_log_path else None,
+                             audit_policy=audit_policy_file,
+                             encryption_config=encryption_provider_config,
+                             datastore=datastore,
+                             etcd_tls={k: v for k, v in (("cafile", etcd_cafile),
+                                                         ("certfile", etcd_certfile),
+                                                         ("keyfile", etcd_keyfile)) if v}))
     sys.exit(code)
 
 

@@ -336,17 +336,23 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
                      election: LeaderElectionOptions | None = None,
                      controller_options: ControllerOptions | None = None,
                      dashboard_interval: float = 5.0,
-                     token_auth_file: Path | None = None) -> int:
+                     token_auth_file: Path | None = None, audit_log: Path | None = None,
+                     audit_policy: Path | None = None,
+                     encryption_config: Path | None = None, datastore: str = "",
+                     etcd_tls: dict[str, Path] | None = None) -> int:
     from kybernetes.cli.main import install_stop_signals
+    from kybernetes.store import StoreError
 
     stop = asyncio.Event()
     install_stop_signals(stop)
     cp = ControlPlane(data_dir=data_dir, port=port, host=host,
                       advertise_address=advertise_address, fsync=fsync,
-                      token_auth_file=token_auth_file)
+                      token_auth_file=token_auth_file, audit_log=audit_log,
+                      audit_policy=audit_policy, encryption_config=encryption_config,
+                      datastore=datastore, etcd_tls=etcd_tls)
     try:
         await cp.start()
-    except OSError as e:
+    except (OSError, StoreError) as e:
         log.error("cannot start the API server: %s", e)
         await cp.stop()
         return 1

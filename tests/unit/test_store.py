@@ -1,4 +1,5 @@
-"""The SQLite store: revisions, compare-and-swap, watch replay without gaps, compaction."""
+"""The store backends (SQLite, and a real etcd): revisions, compare-and-swap, watch replay
+without gaps, compaction."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.etcd import etcd_server
 
 from kybernetes.store import (
     AlreadyExistsError,
@@ -17,28 +20,44 @@ from kybernetes.store import (
     EventType,
     NotFoundError,
 )
+from kybernetes.store.backend import Backend
+from kybernetes.store.etcd import EtcdBackend
 from kybernetes.store.sqlite import SQLiteBackend
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> SQLiteBackend:
-    s = SQLiteBackend.open(tmp_path / "s.db")
-    yield s  # type: ignore[misc]
-    await s.close()
+@pytest.fixture(params=["sqlite", "etcd"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """The same suite against both backends: SQLite, and a real etcd started here."""
+    if request.param == "sqlite":
+        s: Backend = SQLiteBackend.open(tmp_path / "s.db")
+        yield s
+        await s.close()
+        return
+    with etcd_server(tmp_path / "etcd") as url:
+        e = await EtcdBackend.connect([url])
+        yield e
+        await e.close()
 
 
-async def test_revisions_are_cluster_wide(store: SQLiteBackend) -> None:
+async def rev0(store: Backend) -> int:
+    """The revision of a fresh store (0 for SQLite; etcd starts at 1)."""
+    return await store.current_revision()
+
+
+async def test_revisions_are_cluster_wide(store: Backend) -> None:
     """Each write gets the next revision, whatever the key."""
+    r = await rev0(store)
     a = await store.create("/registry/cm/ns/a", b"1")
     b = await store.create("/registry/pods/ns/b", b"2")
     a2 = await store.update("/registry/cm/ns/a", b"3", expected_revision=a.mod_revision)
-    assert (a.mod_revision, b.mod_revision, a2.mod_revision) == (1, 2, 3)
-    assert a2.create_revision == 1
-    assert await store.current_revision() == 3
+    assert (a.mod_revision, b.mod_revision, a2.mod_revision) == (r + 1, r + 2, r + 3)
+    assert a2.create_revision == r + 1
+    assert await store.current_revision() == r + 3
 
 
-async def test_compare_and_swap(store: SQLiteBackend) -> None:
+async def test_compare_and_swap(store: Backend) -> None:
     """Creates of existing keys and updates from a stale revision fail; nothing changes."""
+    r = await rev0(store)
     kv = await store.create("/k", b"v1")
     with pytest.raises(AlreadyExistsError):
         await store.create("/k", b"again")
@@ -51,10 +70,10 @@ async def test_compare_and_swap(store: SQLiteBackend) -> None:
         await store.update("/missing", b"x", expected_revision=1)
     got = await store.get("/k")
     assert got is not None and got.value == b"v2"
-    assert await store.current_revision() == 2
+    assert await store.current_revision() == r + 2
 
 
-async def test_list_prefix_limit_and_revision(store: SQLiteBackend) -> None:
+async def test_list_prefix_limit_and_revision(store: Backend) -> None:
     """Lists are in key order, paginate, and can read the past."""
     for name in ("c", "a", "b"):
         await store.create(f"/registry/cm/{name}", name.encode())
@@ -76,11 +95,12 @@ async def test_list_prefix_limit_and_revision(store: SQLiteBackend) -> None:
         ("/registry/cm/b", b"B"), ("/registry/cm/c", b"c")]
 
 
-async def test_watch_replays_then_streams_without_gaps(store: SQLiteBackend) -> None:
+async def test_watch_replays_then_streams_without_gaps(store: Backend) -> None:
     """A watch from revision N gets every later event once, in order, then live ones."""
+    r = await rev0(store)
     for i in range(5):
         await store.create(f"/w/{i}", b"%d" % i)
-    w = await store.watch("/w/", after_revision=2)
+    w = await store.watch("/w/", after_revision=r + 2)
     await store.delete("/w/0")
     await store.create("/other/x", b"ignored")
     kv = await store.get("/w/4")
@@ -92,26 +112,28 @@ async def test_watch_replays_then_streams_without_gaps(store: SQLiteBackend) -> 
         assert batch
         seen.extend((e.type, e.kv.key, e.revision) for e in batch)
     w.close()
-    assert seen == [(EventType.CREATE, "/w/2", 3), (EventType.CREATE, "/w/3", 4),
-                    (EventType.CREATE, "/w/4", 5), (EventType.DELETE, "/w/0", 6),
-                    (EventType.UPDATE, "/w/4", 8)]
+    assert seen == [(EventType.CREATE, "/w/2", r + 3), (EventType.CREATE, "/w/3", r + 4),
+                    (EventType.CREATE, "/w/4", r + 5), (EventType.DELETE, "/w/0", r + 6),
+                    (EventType.UPDATE, "/w/4", r + 8)]
 
 
-async def test_delete_event_carries_last_value(store: SQLiteBackend) -> None:
+async def test_delete_event_carries_last_value(store: Backend) -> None:
     """A DELETE event has the deleted value and the deletion's revision."""
+    r = await rev0(store)
     await store.create("/d", b"last")
     w = await store.watch("/d", after_revision=await store.current_revision())
     await store.delete("/d")
     batch = await asyncio.wait_for(w.next(), 2)
     assert batch is not None
     ev = batch[0]
-    assert (ev.type, ev.kv.value, ev.revision) == (EventType.DELETE, b"last", 2)
-    assert ev.prev is not None and ev.prev.mod_revision == 1
+    assert (ev.type, ev.kv.value, ev.revision) == (EventType.DELETE, b"last", r + 2)
+    assert ev.prev is not None and ev.prev.mod_revision == r + 1
     w.close()
 
 
-async def test_compaction(store: SQLiteBackend) -> None:
+async def test_compaction(store: Backend) -> None:
     """Below the compacted revision reads fail; the newest value of every key survives."""
+    r = await rev0(store)
     await store.create("/c/keep", b"old")
     for i in range(10):
         kv = await store.get("/c/keep")
@@ -119,29 +141,39 @@ async def test_compaction(store: SQLiteBackend) -> None:
         await store.update("/c/keep", b"v%d" % i, expected_revision=kv.mod_revision)
     await store.create("/c/gone", b"x")
     await store.delete("/c/gone")
-    await store.compact(8)
-    assert store.compacted_revision() == 8
+    await store.compact(r + 8)
+    assert store.compacted_revision() == r + 8
     with pytest.raises(CompactedError):
-        await store.watch("/c/", after_revision=3)
+        await store.watch("/c/", after_revision=r + 3)
     with pytest.raises(CompactedError):
-        await store.list("/c/", revision=5)
-    past = await store.list("/c/", revision=9)
+        await store.list("/c/", revision=r + 5)
+    past = await store.list("/c/", revision=r + 9)
     assert [(kv.key, kv.value) for kv in past.items] == [("/c/keep", b"v7")]
-    w = await store.watch("/c/", after_revision=8)
-    batch = await asyncio.wait_for(w.next(), 2)
-    assert batch is not None
-    assert [e.revision for e in batch] == [9, 10, 11, 12, 13]
+    w = await store.watch("/c/", after_revision=r + 8)
+    seen: list[int] = []
+    while len(seen) < 5:  # etcd may deliver the replay in several batches
+        batch = await asyncio.wait_for(w.next(), 2)
+        assert batch
+        seen.extend(e.revision for e in batch)
+    assert seen == [r + 9, r + 10, r + 11, r + 12, r + 13]
     w.close()
 
 
-async def test_slow_watcher_is_dropped(store: SQLiteBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_slow_watcher_is_dropped(store: Backend,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A watcher that falls too far behind is ended (and must re-list), not buffered forever."""
-    import kybernetes.store.sqlite as mod
+    import kybernetes.store.etcd as etcd_mod
+    import kybernetes.store.sqlite as sqlite_mod
 
-    monkeypatch.setattr(mod, "WATCH_QUEUE_LIMIT", 3)
-    w = await store.watch("/s/", after_revision=0)
+    monkeypatch.setattr(sqlite_mod, "WATCH_QUEUE_LIMIT", 3)
+    monkeypatch.setattr(etcd_mod, "WATCH_QUEUE", 3)
+    w = await store.watch("/s/", after_revision=await store.current_revision())
     for i in range(5):
         await store.create(f"/s/{i}", b"x")
+    for _ in range(100):  # etcd's events arrive a moment after the writes
+        if w.overflowed:
+            break
+        await asyncio.sleep(0.02)
     assert w.overflowed
     batches = [b async for b in w]
     assert sum(len(b) for b in batches) <= 3
@@ -174,14 +206,15 @@ def test_acknowledged_writes_survive_kill(tmp_path: Path) -> None:
     asyncio.run(check())
 
 
-async def test_list_at_revision_sees_deletes_and_recreates(store: SQLiteBackend) -> None:
+async def test_list_at_revision_sees_deletes_and_recreates(store: Backend) -> None:
     """The past is rebuilt exactly: deleted, re-created and updated keys at each revision."""
+    r = await rev0(store)
     a = await store.create("/p/a", b"a1")                       # 1
     await store.create("/p/b", b"b1")                           # 2
     await store.delete("/p/a")                                  # 3
     await store.create("/p/a", b"a2")                           # 4
     b = await store.get("/p/b")
-    assert b is not None and a.mod_revision == 1
+    assert b is not None and a.mod_revision == r + 1
     await store.update("/p/b", b"b2", expected_revision=b.mod_revision)  # 5
     await store.create("/p/c", b"c1")                           # 6
     expect = {
@@ -192,12 +225,12 @@ async def test_list_at_revision_sees_deletes_and_recreates(store: SQLiteBackend)
         5: [("/p/a", b"a2"), ("/p/b", b"b2")],
     }
     for rev, items in expect.items():
-        got = await store.list("/p/", revision=rev)
+        got = await store.list("/p/", revision=r + rev)
         assert [(kv.key, kv.value) for kv in got.items] == items, rev
-        assert got.revision == rev
-    page = await store.list("/p/", revision=4, limit=1)
+        assert got.revision == r + rev
+    page = await store.list("/p/", revision=r + 4, limit=1)
     assert [kv.key for kv in page.items] == ["/p/a"] and page.more
-    page = await store.list("/p/", revision=4, start_after="/p/a", limit=1)
+    page = await store.list("/p/", revision=r + 4, start_after="/p/a", limit=1)
     assert [kv.key for kv in page.items] == ["/p/b"] and not page.more
 
 
@@ -218,11 +251,16 @@ async def test_reopen_rebuilds_the_index(tmp_path: Path) -> None:
     await s.close()
 
 
-async def test_concurrent_writes_share_commits(store: SQLiteBackend) -> None:
+async def test_concurrent_writes_share_commits(store: Backend) -> None:
     """Writes issued together get consecutive revisions and each is acknowledged once."""
+    r = await rev0(store)
     kvs = await asyncio.gather(*(store.create(f"/g/{i}", b"x") for i in range(50)))
-    assert sorted(kv.mod_revision for kv in kvs) == list(range(1, 51))
-    w = await store.watch("/g/", after_revision=0)
-    batch = await asyncio.wait_for(w.next(), 2)
-    assert batch is not None and [e.revision for e in batch] == list(range(1, 51))
+    assert sorted(kv.mod_revision for kv in kvs) == list(range(r + 1, r + 51))
+    w = await store.watch("/g/", after_revision=r)
+    seen: list[int] = []
+    while len(seen) < 50:
+        batch = await asyncio.wait_for(w.next(), 2)
+        assert batch
+        seen.extend(e.revision for e in batch)
+    assert seen == list(range(r + 1, r + 51))
     w.close()
