@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.etcd import etcd_server
+from tests.etcd import etcd_cluster, etcd_server
 
 from kybernetes.store import (
     AlreadyExistsError,
@@ -25,13 +25,20 @@ from kybernetes.store.etcd import EtcdBackend
 from kybernetes.store.sqlite import SQLiteBackend
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
+@pytest.fixture(params=["sqlite", "etcd", pytest.param("etcd3", marks=pytest.mark.slow)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    """The same suite against both backends: SQLite, and a real etcd started here."""
+    """The same suite against both backends: SQLite, and a real etcd started here (one
+    member, and a 3-member cluster reached through all three endpoints)."""
     if request.param == "sqlite":
         s: Backend = SQLiteBackend.open(tmp_path / "s.db")
         yield s
         await s.close()
+        return
+    if request.param == "etcd3":
+        with etcd_cluster(tmp_path / "etcd3") as cluster:
+            e3 = await EtcdBackend.connect(cluster.urls)
+            yield e3
+            await e3.close()
         return
     with etcd_server(tmp_path / "etcd") as url:
         e = await EtcdBackend.connect([url])

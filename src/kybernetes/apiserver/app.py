@@ -44,7 +44,7 @@ from kybernetes.apiserver.metrics import Metrics
 from kybernetes.apiserver.objects import ObjectStore
 from kybernetes.apiserver.openapi import OpenAPI
 from kybernetes.apiserver.watch import WatchStream
-from kybernetes.store.etcd import UnavailableError
+from kybernetes.store import UnavailableError
 
 if TYPE_CHECKING:
     from kybernetes.apiserver.custommetrics import CustomMetrics

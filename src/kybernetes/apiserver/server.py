@@ -15,7 +15,7 @@ import os
 import socket
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psutil
@@ -33,8 +33,10 @@ from kybernetes.apiserver.metrics import Metrics, TimedBackend
 from kybernetes.apiserver.serviceaccounts import TokenIssuer
 from kybernetes.store.encryption import Config as EncryptionConfig
 from kybernetes.store.encryption import EncryptedBackend, load_config, new_config_text
-from kybernetes.store.etcd import EtcdBackend
 from kybernetes.store.sqlite import SQLiteBackend
+
+if TYPE_CHECKING:
+    from kybernetes.store.etcd import EtcdBackend
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +207,8 @@ class ControlPlane:
         """SQLite in the data directory, or the etcd cluster of ``--datastore``."""
         if not self.datastore:
             return SQLiteBackend.open(self.data_dir / "state.db", fsync=self.fsync)
+        from kybernetes.store.etcd import EtcdBackend
+
         endpoints, tls = parse_datastore(self.datastore)
         verify: Any = str(self.etcd_tls.get("cafile")) if self.etcd_tls.get("cafile") \
             else tls

@@ -96,16 +96,19 @@ class WatchStream:
                "metadata": {"resourceVersion": str(revision)}}
         return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
 
-    async def initial(self, send: Send) -> int:
-        """Send the current state as ADDED events; returns the revision it was read at."""
+    async def initial(self, send: Send, *, tag: int | None = None) -> int:
+        """Send the current state as ADDED events; returns the revision it was read at.
+        With ``tag``, each line also carries ``"r": tag`` (several watches in one
+        stream, as the dashboard reads them)."""
         page = await self.store.list(self.ns, label=self.label, field=self.field)
         buf: list[bytes] = []
         for kv in page.kvs:
             if self.store.converted or self.fmt:
-                buf.append(self.encode("ADDED", self.store.kv_object(kv)))
+                line = self.encode("ADDED", self.store.kv_object(kv))
             else:
-                buf.append(b'{"type":"ADDED","object":%s}\n' % codec.with_revision(
-                    kv.value, kv.mod_revision))
+                line = b'{"type":"ADDED","object":%s}\n' % codec.with_revision(
+                    kv.value, kv.mod_revision)
+            buf.append(line if tag is None else b'{"r":%d,%s' % (tag, line[1:]))
             if len(buf) >= 256:
                 await send({"type": "http.response.body", "body": b"".join(buf),
                             "more_body": True})

@@ -23,7 +23,6 @@ from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.registry import Resource
 from kybernetes.api.selectors import EVERYTHING, parse_field_selector
-from kybernetes.apiserver import codec
 from kybernetes.apiserver.watch import WatchStream
 from kybernetes.store import CompactedError, Event
 
@@ -87,19 +86,8 @@ async def serve(api: APIServer, req: Request, *, now: Any) -> int:
         store = api.store(res)
         stream = WatchStream(store, ns if res.namespaced else "", label=EVERYTHING,
                              field=parse_field_selector(""), now=now)
-        page = await store.list(stream.ns, label=EVERYTHING, field=stream.field)
-        buf: list[bytes] = []
-        for kv in page.kvs:
-            obj = (orjson.dumps(store.kv_object(kv)) if store.converted
-                   else codec.with_revision(kv.value, kv.mod_revision))
-            buf.append(b'{"r":%d,"type":"ADDED","object":%s}\n' % (i, obj))
-            if len(buf) >= 256:
-                await send({"type": "http.response.body", "body": b"".join(buf),
-                            "more_body": True})
-                buf = []
-        if buf:
-            await send({"type": "http.response.body", "body": b"".join(buf), "more_body": True})
-        streams.append((i, stream, page.revision))
+        revision = await stream.initial(send, tag=i)
+        streams.append((i, stream, revision))
     await send({"type": "http.response.body", "body": b'{"type":"SYNCED"}\n', "more_body": True})
 
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()

@@ -1,4 +1,4 @@
-"""L2: the revisioned key-value store behind the API server (SQLite, later etcd)."""
+"""L2: the revisioned key-value store behind the API server (SQLite, or etcd)."""
 
 from kybernetes.store.backend import (
     AlreadyExistsError,
@@ -11,6 +11,7 @@ from kybernetes.store.backend import (
     ListResult,
     NotFoundError,
     StoreError,
+    UnavailableError,
     Watch,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "ListResult",
     "NotFoundError",
     "StoreError",
+    "UnavailableError",
     "Watch",
 ]

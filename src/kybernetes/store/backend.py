@@ -43,6 +43,11 @@ class ConflictError(StoreError):
         self.actual = actual
 
 
+class UnavailableError(StoreError):
+    """The datastore did not answer (an etcd cluster none of whose endpoints is up): the
+    request was not done; the API answers 503 with Retry-After."""
+
+
 class CompactedError(StoreError):
     """The revision asked for is older than the compacted revision."""
 
@@ -119,6 +124,15 @@ class Watch(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+async def batches(watch: Watch) -> AsyncIterator[list[Event]]:
+    """A watch's batches until it ends (what ``async for`` over a watch gives)."""
+    while True:
+        batch = await watch.next()
+        if batch is None:
+            return
+        yield batch
 
 
 class Backend(Protocol):

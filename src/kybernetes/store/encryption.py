@@ -28,7 +28,15 @@ import yaml
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kybernetes.store.backend import Backend, Event, KeyValue, ListResult, StoreError, Watch
+from kybernetes.store.backend import (
+    Backend,
+    Event,
+    KeyValue,
+    ListResult,
+    StoreError,
+    Watch,
+    batches,
+)
 
 PREFIX = b"k8s:enc:aesgcm:v1:"
 NONCE = 12
@@ -229,14 +237,7 @@ class _DecryptingWatch:
         return out
 
     def __aiter__(self) -> AsyncIterator[list[Event]]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[list[Event]]:
-        while True:
-            batch = await self.next()
-            if batch is None:
-                return
-            yield batch
+        return batches(self)
 
     async def next(self, timeout: float | None = None) -> list[Event] | None:
         return self._open(await self._watch.next(timeout))

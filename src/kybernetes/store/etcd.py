@@ -36,6 +36,8 @@ from kybernetes.store.backend import (
     ListResult,
     NotFoundError,
     StoreError,
+    UnavailableError,
+    batches,
 )
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,6 @@ Obj = dict[str, Any]
 
 WATCH_QUEUE = 10_000
 """Batches a watcher may fall behind by before it is dropped (it must list again)."""
-
-
-class UnavailableError(StoreError):
-    """No etcd endpoint answered."""
 
 
 def _b64(data: str | bytes) -> str:
@@ -332,14 +330,7 @@ class _EtcdWatch:
             self.overflowed = True  # the consumer lists again
 
     def __aiter__(self) -> AsyncIterator[list[Event]]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[list[Event]]:
-        while True:
-            batch = await self.next()
-            if batch is None:
-                return
-            yield batch
+        return batches(self)
 
     async def next(self, timeout: float | None = None) -> list[Event] | None:
         if self._closed:

@@ -41,6 +41,7 @@ from kybernetes.store.backend import (
     ListResult,
     NotFoundError,
     StoreError,
+    batches,
 )
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,8 @@ class _Watcher:
             self._store._watchers.discard(self)
             self._queue.put_nowait(None)
 
-    async def __aiter__(self) -> AsyncIterator[list[Event]]:
-        while True:
-            batch = await self.next()
-            if batch is None:
-                return
-            yield batch
+    def __aiter__(self) -> AsyncIterator[list[Event]]:
+        return batches(self)
 
     async def next(self, timeout: float | None = None) -> list[Event] | None:
         """The next batch; [] when ``timeout`` passed first; None once the watch ended."""

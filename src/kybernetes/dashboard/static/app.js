@@ -667,9 +667,10 @@ function startLive(ns, name) {
 async function refreshLatest() {
   try {
     const ns = state.namespace ? `?namespace=${encodeURIComponent(state.namespace)}` : "";
+    const may = (kind) => !state.forbidden.includes(kind);  // no 403s every 5 s
     const [svc, node] = await Promise.all([
-      api(`/dashboard/api/latest/services${ns}`).catch(() => ({})),
-      api("/dashboard/api/latest/nodes").catch(() => ({}))]);
+      may("services") ? api(`/dashboard/api/latest/services${ns}`).catch(() => ({})) : {},
+      may("nodes") ? api("/dashboard/api/latest/nodes").catch(() => ({})) : {}]);
     state.latest.service = svc;
     state.latest.node = node;
     const page = route().page;
