@@ -308,8 +308,8 @@ def main() -> None:
         result["watch_fanout"] = asyncio.run(_watch_latency(server, "bench-watch", 100, 50))
         result["rss_after_load_mb"] = round(server.rss_mb(), 1)
     finally:
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        # its node agent's pool of pod networks (and its pods' tmpfs) outlive the server
+        server.stop_and_clean(tmp)
     report(result, args.out)
 
 
