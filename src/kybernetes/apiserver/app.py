@@ -30,6 +30,7 @@ from kybernetes.api.selectors import (
 )
 from kybernetes.apiserver import (
     authz,
+    certs,
     codec,
     custommetrics,
     externalmetrics,
@@ -263,7 +264,7 @@ class APIServer:
     def authenticate(self, req: Request) -> User | None:
         auth = req.headers.get(b"authorization")
         if not auth:
-            return None
+            return self.user_from_cert(req.scope)
         scheme, _, token = auth.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise StatusError.unauthorized()
@@ -271,6 +272,16 @@ class APIServer:
         if user is None:
             raise StatusError.unauthorized()
         return user
+
+    @staticmethod
+    def user_from_cert(scope: Scope) -> User | None:
+        """The user of a client certificate signed by the cluster CA (CN: name, O: groups),
+        as kube-apiserver's x509 authenticator reads it."""
+        found = certs.user_from_peercert(scope.get("kyb.peercert"))
+        if found is None:
+            return None
+        name, groups = found
+        return User(name, (*groups, "system:authenticated"))
 
     async def impersonate(self, req: Request, user: User) -> User:
         """``Impersonate-User`` / ``-Group`` / ``-Uid`` (``kubectl --as``): act as another

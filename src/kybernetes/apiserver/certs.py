@@ -171,3 +171,51 @@ def kubeconfig(server: str, ca_pem: bytes, token: str, *, name: str = "kybernete
 
 def write_kubeconfig(path: Path, text: str) -> None:
     _write(path, text.encode())
+
+
+def issue_client_cert(pki: Path, user: str, groups: list[str], *,
+                      days: int = 365) -> tuple[bytes, bytes]:
+    """A client certificate signed by the cluster CA: CN is the user, each O a group (as
+    kube-apiserver reads them). Returns (certificate PEM, key PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    key = _key()
+    subject = x509.Name([*(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups),
+                         x509.NameAttribute(NameOID.COMMON_NAME, user)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False,
+                                         False), critical=True)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def client_cert_kubeconfig(server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, *,
+                           user: str, name: str = "kybernetes") -> str:
+    """A kubeconfig that authenticates with a client certificate."""
+    text = kubeconfig(server, ca_pem, "", name=name, user=user)
+    return text.replace("    token: \n", "    client-certificate-data: "
+                        f"{base64.b64encode(cert_pem).decode()}\n"
+                        f"    client-key-data: {base64.b64encode(key_pem).decode()}\n")
+
+
+def user_from_peercert(cert: dict[str, Any] | None) -> tuple[str, list[str]] | None:
+    """(user, groups) from a verified client certificate as ``ssl`` reports it (CN, O)."""
+    if not cert:
+        return None
+    cn, orgs = "", []
+    for rdn in cert.get("subject") or ():
+        for key, value in rdn:
+            if key == "commonName":
+                cn = value
+            elif key == "organizationName":
+                orgs.append(value)
+    return (cn, orgs) if cn else None

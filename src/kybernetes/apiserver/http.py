@@ -188,6 +188,7 @@ class _Connection(asyncio.Protocol):
         self.reading = True
         self._drain: asyncio.Future[None] | None = None
         self.client: tuple[str, int] | None = None
+        self.peercert: Any = None
         self.last_active = time.monotonic()
         self.upgrading = False
         self._early: list[bytes] = []
@@ -200,6 +201,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's are duck-typed
         peer = transport.get_extra_info("peername")
         self.client = (peer[0], peer[1]) if peer else None
+        # a client certificate the TLS handshake verified against the cluster CA
+        self.peercert = transport.get_extra_info("peercert") \
+            if self.server.ssl_context is not None else None
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -277,6 +281,7 @@ class _Connection(asyncio.Protocol):
             "headers": self.headers,
             "client": self.client,
             "server": None,
+            "kyb.peercert": self.peercert,
         }
         upgrade = self.parser.should_upgrade()
         if upgrade and self.server.upgrade_handler is not None:

@@ -208,8 +208,8 @@ async def upgrade(server: APIServer, scope: dict[str, Any], conn: Any) -> None:
         headers = list(scope["headers"])
         auth = dict(headers).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = auth.partition(" ")
-        user = server.authenticate_token(token.strip()) if scheme.lower() == "bearer" \
-            else None
+        user = (server.authenticate_token(token.strip()) if scheme.lower() == "bearer"
+                else None if auth else server.user_from_cert(scope))
         if user is None:
             raise StatusError.unauthorized()
         if user.bound:

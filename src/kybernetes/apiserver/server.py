@@ -149,6 +149,9 @@ class ControlPlane:
         await bootstrap.run()
         ctx_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx_ssl.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+        # client certificates signed by the cluster CA authenticate (kyb kubeconfig)
+        ctx_ssl.load_verify_locations(cafile=str(pki.ca_cert))
+        ctx_ssl.verify_mode = ssl.CERT_OPTIONAL
         self._http = HTTPServer(api, ssl_context=ctx_ssl, upgrade_handler=api.handle_upgrade)
         ctx.extra["agent_token"] = pki.admin_token  # until node agents get their own
         ctx.extra["token_issuer"] = TokenIssuer(pki.dir / "sa.key")

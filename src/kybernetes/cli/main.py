@@ -426,6 +426,48 @@ def agent(server_url: str, token: str, ca_file: Path | None, data_dir: Path, nod
 @main.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".kyb"), show_default=True,
+              help="The data dir of the kyb server whose CA signs the certificate.")
+@click.option("--user", "user", required=True, help="The user name (the certificate's CN).")
+@click.option("--group", "groups", multiple=True,
+              help="A group of the user (the certificate's O; repeatable).")
+@click.option("--server", "server_url", default="",
+              help="The API server's URL in the kubeconfig (default: the admin kubeconfig's).")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True,
+              help="How long the certificate is valid.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the kubeconfig here (mode 600) instead of printing it.")
+def kubeconfig(data_dir: Path, user: str, groups: tuple[str, ...], server_url: str,
+               days: int, output: Path | None) -> None:
+    """Issue a kubeconfig for USER with a client certificate signed by the cluster CA
+    (what it may do is up to RBAC: bind a role to the user or one of its groups)."""
+    import yaml
+
+    from kybernetes.apiserver import certs
+
+    pki = data_dir / "pki"
+    if not (pki / "ca.key").exists():
+        raise click.UsageError(f"no cluster CA in {pki} (is --data-dir a kyb server's?)")
+    if not server_url:
+        try:
+            admin = yaml.safe_load((data_dir / "kubeconfig").read_text())
+            server_url = admin["clusters"][0]["cluster"]["server"]
+        except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+            raise click.UsageError("no admin kubeconfig to take the server from: give "
+                                   "--server") from None
+    cert, key = certs.issue_client_cert(pki, user, list(groups), days=days)
+    text = certs.client_cert_kubeconfig(server_url, (pki / "ca.crt").read_bytes(), cert, key,
+                                        user=user)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        certs.write_kubeconfig(output, text)
+        click.echo(f"wrote {output} for user {user!r}" +
+                   (f" in groups {', '.join(groups)}" if groups else ""))
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".kyb"), show_default=True,
               help="The data dir of the kyb server (or agent) whose pods to stop.")
 def killall(data_dir: Path) -> None:
     """Stop every pod this machine's node agent runs and free what they hold."""
