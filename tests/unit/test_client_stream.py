@@ -94,3 +94,36 @@ async def test_pool_reuses_connections_and_reads_both_body_framings(server: str)
         with pytest.raises(StatusError) as e:
             await c.request("GET", "/missing")
         assert e.value.code == 404 and e.value.reason == "NotFound"
+
+
+async def test_pool_survives_the_server_closing_every_idle_connection() -> None:
+    """After a burst the pool holds several kept-alive connections; the server's idle
+    sweep closes them all at once; the next requests still succeed (a CI failure: two
+    stale connections in a row used to fail the request)."""
+    from kybernetes.client.stream import HTTPPool
+
+    srv = HTTPServer(app, keep_alive_timeout=0.4)
+    await srv.start("127.0.0.1", 0)
+    assert srv._server is not None
+    url = f"http://127.0.0.1:{srv._server.sockets[0].getsockname()[1]}"
+    pool = HTTPPool(url, ssl_context=None, headers={}, size=4)
+    try:
+        await asyncio.gather(*(pool.request("GET", "/watch", {}, {}, None) for _ in range(4)))
+        assert len(pool._idle) == 4
+        for _ in range(100):  # the sweep closes all four
+            if not srv.connections:
+                break
+            await asyncio.sleep(0.05)
+        assert not srv.connections
+        for _ in range(3):
+            status, _, _ = await pool.request("GET", "/watch", {}, {}, None)
+            assert status == 200
+        # also when the closes have not reached the client's readers yet
+        await asyncio.gather(*(pool.request("GET", "/watch", {}, {}, None) for _ in range(4)))
+        for conn in pool._idle:
+            conn.writer.transport.abort()
+        status, _, _ = await pool.request("GET", "/watch", {}, {}, None)
+        assert status == 200
+    finally:
+        await pool.aclose()
+        await srv.stop(grace=0.5)

@@ -150,6 +150,8 @@ class HTTPPool:
         data = ("".join(head) + "\r\n").encode("latin-1") + (body or b"")
         async with self._slots:
             for attempt in (0, 1):
+                while self._idle and self._idle[-1].reader.at_eof():
+                    self._idle.pop().close()  # the server closed it while it sat idle
                 reused = bool(self._idle)
                 conn = self._idle.pop() if reused else await self._open()
                 try:
@@ -161,7 +163,12 @@ class HTTPPool:
                 except (asyncio.IncompleteReadError, ConnectionError, StreamError) as e:
                     conn.close()
                     if reused and attempt == 0:
-                        continue  # the server had closed a kept-alive connection: once more
+                        # the server had closed a kept-alive connection; its idle sweep
+                        # closes all that sat as long, so the others go too: a new one
+                        idle, self._idle = self._idle, []
+                        for other in idle:
+                            other.close()
+                        continue
                     raise StreamError(f"{method} {path}: {e or type(e).__name__}") from None
                 except BaseException:
                     conn.close()
