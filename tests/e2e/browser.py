@@ -88,6 +88,16 @@ def login(page: Any, c: Cluster, token: str | None = None, *, path: str = "") ->
     """Open the dashboard, log in with ``token`` (the admin's by default) and wait until
     it shows the cluster."""
     goto(page, f"{c.url}/dashboard/{path}")
+    for attempt in range(3):
+        # the login form is shown by app.js: a network change while the page loads
+        # aborts the script's fetch too, leaving the form hidden: load it again then
+        try:
+            page.wait_for_selector("#token", state="visible", timeout=10_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            reload(page)
     page.fill("#token", c.token if token is None else token)
     page.click("#login")
     if token is None or token == c.token:

@@ -109,6 +109,19 @@ def _free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_udp_and_tcp_port() -> int:
+    """A port free for both protocols (the server binds both on one number)."""
+    for _ in range(50):
+        port = _free_udp_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 class _Upstream(asyncio.DatagramProtocol):
     """A resolver standing in for the host's: every name is 192.0.2.7."""
 
@@ -133,7 +146,7 @@ async def test_served_over_udp_and_tcp_and_forwarded() -> None:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
         _Upstream, local_addr=("127.0.0.1", upstream_port))
-    port = _free_udp_port()
+    port = _free_udp_and_tcp_port()
     dns = ClusterDNS(records(), address="127.0.0.1", port=port, upstreams=["127.0.0.1"],
                      upstream_port=upstream_port)
     await dns.start()
