@@ -19,7 +19,7 @@ from kybernetes.api import rbac, storage
 from kybernetes.api.errors import FieldError, StatusError
 from kybernetes.api.registry import Resource
 from kybernetes.apiserver import authz, limitrange, quota
-from kybernetes.apiserver.allocators import AllocationError
+from kybernetes.apiserver.allocators import AllocationError, service_owner
 from kybernetes.apiserver.context import Context
 
 Obj = dict[str, Any]
@@ -42,10 +42,11 @@ async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool,
                 f"unable to create new content in namespace {ns} because it is being terminated",
                 res.group)
     if res.group == "" and res.kind == "Service":
-        _allocate_service(ctx, obj, None, dry_run=dry_run)
+        await _allocate_service(ctx, obj, None, dry_run=dry_run)
     elif res.group == "" and res.kind == "Pod":
         await _admit_pod(ctx, obj)
-        default_toleration_seconds(obj)
+        default_toleration_seconds(obj, *ctx.extra.get(
+            "toleration_seconds", (DEFAULT_TOLERATION_SECONDS, DEFAULT_TOLERATION_SECONDS)))
     elif res.group == "" and res.kind == "PersistentVolumeClaim":
         await _admit_claim(ctx, obj)
     elif res.group == "" and res.kind == "PersistentVolume":
@@ -57,7 +58,7 @@ async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool,
         await quota.admit(ctx, res, obj, dry_run=dry_run)
     except StatusError:
         if res.group == "" and res.kind == "Service" and not dry_run:
-            on_deleted(ctx, res, obj)  # give back the addresses just allocated
+            await on_deleted(ctx, res, obj)  # give back the addresses just allocated
         raise
 
 
@@ -123,7 +124,7 @@ async def _admit_claim(ctx: Context, claim: Obj) -> None:
 async def admit_update(ctx: Context, res: Resource, new: Obj, old: Obj, *, dry_run: bool,
                        user: Any = None) -> None:
     if res.group == "" and res.kind == "Service":
-        _allocate_service(ctx, new, old, dry_run=dry_run)
+        await _allocate_service(ctx, new, old, dry_run=dry_run)
     elif res.group == rbac.GROUP and user is not None:
         await authz.check_escalation(ctx.extra["authorizer"], user, res, new)
 
@@ -138,27 +139,22 @@ def admit_delete(res: Resource, obj: Obj) -> None:
         raise StatusError.forbidden("namespaces", name, "this namespace may not be deleted")
 
 
-def on_deleted(ctx: Context, res: Resource, obj: Obj) -> None:
+async def on_deleted(ctx: Context, res: Resource, obj: Obj) -> None:
+    """Give back what a deleted object held (a Service's address and node ports)."""
     if res.group == "" and res.kind == "Service":
+        uid = (obj.get("metadata") or {}).get("uid", "")
         spec = obj.get("spec") or {}
         for ip in spec.get("clusterIPs") or [spec.get("clusterIP", "")]:
             if ip and ip != "None":
-                ctx.ips.release(ip)
+                await ctx.allocations.release_ip(ip, uid)
         for p in spec.get("ports") or ():
             if p.get("nodePort"):
-                ctx.ports.release(int(p["nodePort"]))
+                await ctx.allocations.release_port(int(p["nodePort"]), uid)
 
 
-def restore_allocations(ctx: Context, services: list[Obj]) -> None:
-    """Mark the addresses of existing Services as used (at start-up)."""
-    for svc in services:
-        spec = svc.get("spec") or {}
-        for ip in spec.get("clusterIPs") or [spec.get("clusterIP", "")]:
-            if ip and ip != "None":
-                ctx.ips.mark(ip)
-        for p in spec.get("ports") or ():
-            if p.get("nodePort"):
-                ctx.ports.mark(int(p["nodePort"]))
+async def restore_allocations(ctx: Context, services: list[Obj]) -> None:
+    """At start-up: what existing Services hold is taken."""
+    await ctx.allocations.restore(services)
 
 
 def _needs_node_ports(spec: Obj) -> bool:
@@ -170,10 +166,13 @@ def _needs_node_ports(spec: Obj) -> bool:
     return False
 
 
-def _allocate_service(ctx: Context, svc: Obj, old: Obj | None, *, dry_run: bool) -> None:
+async def _allocate_service(ctx: Context, svc: Obj, old: Obj | None, *, dry_run: bool) -> None:
     spec = svc.setdefault("spec", {})
     old_spec = (old or {}).get("spec") or {}
     svc_type = spec.get("type", "ClusterIP")
+    owner = service_owner(svc)
+    uid = owner["uid"]
+    alloc = ctx.allocations
     allocated_ips: list[str] = []
     allocated_ports: list[int] = []
     try:
@@ -183,7 +182,7 @@ def _allocate_service(ctx: Context, svc: Obj, old: Obj | None, *, dry_run: bool)
             if old is not None and not dry_run:
                 for ip in old_spec.get("clusterIPs") or [old_spec.get("clusterIP", "")]:
                     if ip and ip != "None":
-                        ctx.ips.release(ip)
+                        await alloc.release_ip(ip, uid)
         else:
             old_ip = old_spec.get("clusterIP", "")
             want = spec.get("clusterIP", "") or ""
@@ -193,7 +192,7 @@ def _allocate_service(ctx: Context, svc: Obj, old: Obj | None, *, dry_run: bool)
             elif want == "None":
                 spec["clusterIPs"] = ["None"]
             else:
-                ip = ctx.ips.allocate(want)
+                ip = await alloc.allocate_ip(want, owner, dry_run=dry_run)
                 allocated_ips.append(ip)
                 spec["clusterIP"] = ip
                 spec["clusterIPs"] = [ip]
@@ -211,7 +210,8 @@ def _allocate_service(ctx: Context, svc: Obj, old: Obj | None, *, dry_run: bool)
                 if not want_port and prev:
                     p["nodePort"] = prev
                     continue
-                p["nodePort"] = ctx.ports.allocate(want_port, path=f"spec.ports[{i}].nodePort")
+                p["nodePort"] = await alloc.allocate_port(
+                    want_port, owner, path=f"spec.ports[{i}].nodePort", dry_run=dry_run)
                 allocated_ports.append(p["nodePort"])
         else:
             for p in spec.get("ports") or ():
@@ -219,23 +219,32 @@ def _allocate_service(ctx: Context, svc: Obj, old: Obj | None, *, dry_run: bool)
         if svc_type in ("NodePort", "LoadBalancer"):
             spec.setdefault("externalTrafficPolicy", "Cluster")
     except AllocationError as e:
-        for ip in allocated_ips:
-            ctx.ips.release(ip)
-        for port in allocated_ports:
-            ctx.ports.release(port)
+        await _give_back(ctx, allocated_ips, allocated_ports, uid, dry_run=dry_run)
         meta = svc.get("metadata") or {}
         raise StatusError.invalid("Service", meta.get("name", ""), [e.error]) from None
     if dry_run:
-        for ip in allocated_ips:
-            ctx.ips.release(ip)
-        for port in allocated_ports:
-            ctx.ports.release(port)
+        await _give_back(ctx, allocated_ips, allocated_ports, uid, dry_run=True)
     # release what the update gave up
     if old is not None and not dry_run:
         new_ports = {p.get("nodePort") for p in spec.get("ports") or ()}
         for port in old_ports.values():
             if port and port not in new_ports:
-                ctx.ports.release(int(port))
+                await alloc.release_port(int(port), uid)
+
+
+async def _give_back(ctx: Context, ips: list[str], ports: list[int], uid: str, *,
+                     dry_run: bool) -> None:
+    """Undo allocations (a dry run reserved nothing in the store: forget them here)."""
+    for ip in ips:
+        if dry_run:
+            ctx.ips.release(ip)
+        else:
+            await ctx.allocations.release_ip(ip, uid)
+    for port in ports:
+        if dry_run:
+            ctx.ports.release(port)
+        else:
+            await ctx.allocations.release_port(port, uid)
 
 
 async def _admit_pod(ctx: Context, pod: Obj) -> None:
@@ -275,7 +284,8 @@ _NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 _UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 
 
-def default_toleration_seconds(pod: Obj) -> None:
+def default_toleration_seconds(pod: Obj, not_ready: int = DEFAULT_TOLERATION_SECONDS,
+                               unreachable: int = DEFAULT_TOLERATION_SECONDS) -> None:
     """DefaultTolerationSeconds admission: a new pod tolerates the not-ready and
     unreachable ``NoExecute`` taints for 300 s, unless it already says something about
     them (a toleration with that key, or no key, for NoExecute or every effect)."""
@@ -287,7 +297,8 @@ def default_toleration_seconds(pod: Obj) -> None:
                    for t in tolerations)
 
     added = [{"key": key, "operator": "Exists", "effect": "NoExecute",
-              "tolerationSeconds": DEFAULT_TOLERATION_SECONDS}
-             for key in (_NOT_READY_TAINT, _UNREACHABLE_TAINT) if not covered(key)]
+              "tolerationSeconds": seconds}
+             for key, seconds in ((_NOT_READY_TAINT, not_ready),
+                                  (_UNREACHABLE_TAINT, unreachable)) if not covered(key)]
     if added:
         spec["tolerations"] = tolerations + added

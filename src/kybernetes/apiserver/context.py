@@ -9,7 +9,7 @@ from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
 from kybernetes.api.registry import Registry, Resource
 from kybernetes.api.schema import builtin_definitions
 from kybernetes.api.structural import Compiler, Node
-from kybernetes.apiserver.allocators import IPAllocator, PortAllocator
+from kybernetes.apiserver.allocators import IPAllocator, PortAllocator, ServiceAllocations
 from kybernetes.apiserver.watchcache import KindCache
 from kybernetes.store import Backend
 
@@ -39,6 +39,7 @@ class Context:
         self.compiler = Compiler(builtin_definitions())
         self.ips = IPAllocator(service_cidr)
         self.ports = PortAllocator()
+        self.allocations = ServiceAllocations(backend, self.ips, self.ports)
         self._schemas: dict[int, Node | None] = {}
         self.extra: dict[str, Any] = {}
         self._kind_caches: dict[str, KindCache] = {}

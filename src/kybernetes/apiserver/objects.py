@@ -321,9 +321,8 @@ class ObjectStore:
                                      user=opts.user)
         self._track_fields(None, stored, opts, "")
         name = stored["metadata"]["name"]
-        if opts.dry_run:
+        if opts.dry_run:  # (a dry run's allocations are given back by admission)
             if await self.ctx.backend.get(self.res.key(ns, name)) is not None:
-                admission.on_deleted(self.ctx, self.storage_res, stored)
                 raise StatusError.already_exists(self.res.plural, name, self.res.group)
             return self.view(stored)
         data = codec.storage_bytes(stored)
@@ -333,7 +332,7 @@ class ObjectStore:
                 break
             except AlreadyExistsError:
                 if not generated or attempt == 2:
-                    admission.on_deleted(self.ctx, self.storage_res, stored)
+                    await admission.on_deleted(self.ctx, self.storage_res, stored)
                     raise StatusError.already_exists(self.res.plural, name,
                                                      self.res.group) from None
                 name = stored["metadata"]["name"] = meta.generate_name(md["generateName"])
@@ -678,7 +677,7 @@ class ObjectStore:
             raise self.conflict(obj["metadata"]["name"]) from None
         except NotFoundError:
             raise self.not_found(obj["metadata"]["name"]) from None
-        admission.on_deleted(self.ctx, self.storage_res, obj)
+        await admission.on_deleted(self.ctx, self.storage_res, obj)
         obj["metadata"]["resourceVersion"] = str(out.mod_revision)
         return self.view(obj)
 

@@ -22,7 +22,7 @@ import psutil
 
 from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.builtin import build_registry
-from kybernetes.apiserver import admission, certs
+from kybernetes.apiserver import admission, certs, join
 from kybernetes.apiserver.app import APIServer, User
 from kybernetes.apiserver.audit import AuditLog, load_policy
 from kybernetes.apiserver.bootstrap import Bootstrap
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 KEEP_REVISIONS = 1000
 COMPACT_INTERVAL = 300.0
+REPAIR_INTERVAL = 180.0
 FULL_GC_INTERVAL = 60.0
 
 
@@ -97,7 +98,11 @@ class ControlPlane:
                  token_auth_file: Path | None = None, audit_log: Path | None = None,
                  audit_policy: Path | None = None,
                  encryption_config: Path | None = None, datastore: str = "",
-                 etcd_tls: dict[str, Path] | None = None) -> None:
+                 etcd_tls: dict[str, Path] | None = None, join: bool = False,
+                 token: str = "", toleration_seconds: tuple[int, int] = (300, 300)) -> None:
+        self.toleration_seconds = toleration_seconds
+        self.join = join
+        self.token = token
         self.encryption_config = encryption_config
         self.datastore = datastore
         self.etcd_tls = etcd_tls or {}
@@ -116,6 +121,7 @@ class ControlPlane:
         self._warmup: asyncio.Task[Any] | None = None
         self._full_gc: asyncio.Task[Any] | None = None
         self._compactor: asyncio.Task[Any] | None = None
+        self._repair: asyncio.Task[Any] | None = None
         self.kubeconfig_path = data_dir / "kubeconfig"
         self.pki: certs.PKI | None = None
 
@@ -125,10 +131,24 @@ class ControlPlane:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.pki = pki = certs.ensure_pki(self.data_dir, extra_hosts=[self.advertise_address])
+        if self.join and not self.datastore:
+            raise join.JoinError("--join needs a shared --datastore etcd://...")
         self.backend = backend = await self._open_datastore()
+        pki_dir = self.data_dir / "pki"
+        if self.datastore:
+            if self.join:
+                await join.fetch(backend, pki_dir, self.token)
+            else:
+                await join.check_datastore(backend, pki_dir)
+        self.pki = pki = certs.ensure_pki(self.data_dir, extra_hosts=[self.advertise_address])
+        issuer = TokenIssuer(pki.dir / "sa.key")
+        encryption = self._encryption()
+        if self.datastore:
+            token = join.server_token(pki_dir, self.token)
+            issuer.ensure_key()
+            await join.publish(backend, pki_dir, token)
         metrics = Metrics()
-        ctx = Context(TimedBackend(EncryptedBackend(backend, self._encryption()), metrics),
+        ctx = Context(TimedBackend(EncryptedBackend(backend, encryption), metrics),
                       build_registry())
         tokens = read_token_file(self.token_auth_file) if self.token_auth_file else {}
         tokens[pki.admin_token] = User("kyb-admin", ("system:masters", "system:authenticated"))
@@ -145,7 +165,8 @@ class ControlPlane:
         # what is already stored: CRD APIs and allocated service addresses
         await self.crds.start()
         svc_page = await backend.list("/registry/services/")
-        admission.restore_allocations(ctx, [orjson.loads(kv.value) for kv in svc_page.items])
+        await admission.restore_allocations(ctx, [orjson.loads(kv.value)
+                                                  for kv in svc_page.items])
         await bootstrap.run()
         ctx_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx_ssl.load_cert_chain(str(pki.server_cert), str(pki.server_key))
@@ -154,11 +175,13 @@ class ControlPlane:
         ctx_ssl.verify_mode = ssl.CERT_OPTIONAL
         self._http = HTTPServer(api, ssl_context=ctx_ssl, upgrade_handler=api.handle_upgrade)
         ctx.extra["agent_token"] = pki.admin_token  # until node agents get their own
-        ctx.extra["token_issuer"] = TokenIssuer(pki.dir / "sa.key")
+        ctx.extra["token_issuer"] = issuer
+        ctx.extra["toleration_seconds"] = self.toleration_seconds
         await self._http.start(self.host, self.port)
         certs.write_kubeconfig(self.kubeconfig_path,
                                certs.kubeconfig(self.url, pki.ca_pem, pki.admin_token))
         self._compactor = spawn(self._compact_loop(), name="store-compactor")
+        self._repair = spawn(self._repair_loop(ctx), name="service-allocations-repair")
         # Schemas and registry are long-lived: keep them out of the cyclic collector's
         # full passes, which would otherwise pause requests for tens of milliseconds.
         gc.collect()
@@ -191,6 +214,22 @@ class ControlPlane:
         while True:
             await asyncio.sleep(FULL_GC_INTERVAL)
             gc.collect()
+
+    async def _repair_loop(self, ctx: Context) -> None:
+        """Give back Service addresses and node ports reserved for Services that were never
+        written (a request cut short between the two writes)."""
+        while True:
+            await asyncio.sleep(REPAIR_INTERVAL)
+            try:
+                page = await ctx.backend.list("/registry/services/")
+                released = await ctx.allocations.repair(
+                    [orjson.loads(kv.value) for kv in page.items])
+            except Exception as e:  # the store may be unavailable a while: next time
+                log.warning("repairing service allocations: %s", e)
+                continue
+            if released:
+                log.info("released %d service allocations no Service holds: %s",
+                         len(released), ", ".join(released))
 
     async def _compact_loop(self) -> None:
         assert self.backend is not None
@@ -238,7 +277,7 @@ class ControlPlane:
             self.backend.close_watches()
         if self._http is not None:
             await self._http.stop()
-        await cancel_and_wait(self._compactor, self._warmup, self._full_gc)
+        await cancel_and_wait(self._compactor, self._repair, self._warmup, self._full_gc)
         if self.crds is not None:
             await self.crds.stop()
         if self.backend is not None:

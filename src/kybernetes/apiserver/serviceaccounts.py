@@ -52,6 +52,10 @@ class TokenIssuer:
         self._key: Any = None
         self.kid = ""
 
+    def ensure_key(self) -> None:
+        """Make the key now if there is none (servers sharing it publish it at start)."""
+        self._load()
+
     def _load(self) -> Any:
         if self._key is not None:
             return self._key

@@ -239,6 +239,18 @@ def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
               default=None, help="Client certificate for etcd (with --etcd-keyfile).")
 @click.option("--etcd-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Client key for etcd.")
+@click.option("--join", is_flag=True, help="Add this server to the cluster already in "
+              "--datastore (etcd): its CA, keys and tokens are read from there with "
+              "--token (docs/multi-node.md).")
+@click.option("--token", "server_token", default="", envvar="KYB_TOKEN",
+              help="With --join: the cluster's server token (DATA_DIR/pki/server.token of "
+              "its first server).")
+@click.option("--default-not-ready-toleration-seconds", type=click.IntRange(min=0),
+              default=300, show_default=True, help="How long a new pod tolerates its node "
+              "being NotReady before it is evicted (as kube-apiserver's flag).")
+@click.option("--default-unreachable-toleration-seconds", type=click.IntRange(min=0),
+              default=300, show_default=True, help="How long a new pod tolerates its node "
+              "being unreachable before it is evicted.")
 @click.option("--encryption-provider-config",
               type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="An apiserver.config.k8s.io/v1 EncryptionConfiguration (aesgcm keys, "
@@ -275,7 +287,8 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
            audit_log_path: Path | None, audit_policy_file: Path | None,
            encryption_provider_config: Path | None, datastore: str,
            etcd_cafile: Path | None, etcd_certfile: Path | None, etcd_keyfile: Path | None,
-           verbose: int,
+           join: bool, server_token: str, default_not_ready_toleration_seconds: int,
+           default_unreachable_toleration_seconds: int, verbose: int,
            **controller_flags: float) -> None:
     """Run the all-in-one control plane (and this machine's node agent), and the
     dashboard at https://<address>:<port>/dashboard/."""
@@ -295,6 +308,9 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
             fake.nodes()
         except NodeListError as e:
             raise click.UsageError(str(e)) from None
+    if join and not (datastore and server_token):
+        raise click.UsageError("--join needs --datastore etcd://... and --token (the "
+                               "server token of the cluster's first server)")
     if token_auth_file is not None:
         from kybernetes.apiserver.server import read_token_file
 
@@ -357,7 +373,9 @@ def server(data_dir: Path, port: int, bind_address: str, advertise_address: str,
                              audit_log=audit_log_path.resolve() if audit_log_path else None,
                              audit_policy=audit_policy_file,
                              encryption_config=encryption_provider_config,
-                             datastore=datastore,
+                             datastore=datastore, join=join, token=server_token,
+                             toleration_seconds=(default_not_ready_toleration_seconds,
+                                                 default_unreachable_toleration_seconds),
                              etcd_tls={k: v for k, v in (("cafile", etcd_cafile),
                                                          ("certfile", etcd_certfile),
                                                          ("keyfile", etcd_keyfile)) if v}))

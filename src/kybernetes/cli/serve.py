@@ -6,10 +6,11 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api import quantity
 from kybernetes.apiserver.server import ControlPlane
 
@@ -235,7 +236,6 @@ async def start_elected_controllers(client: Any, opts: LeaderElectionOptions, *,
                                     campaign_again: bool) -> Callable[[], Awaitable[None]]:
     """:func:`run_elected_controllers` in the background; returns its stopper (which
     stops the controllers and releases the lease)."""
-    from kybernetes.aio.tasks import cancel_and_wait, spawn
 
     task = spawn(run_elected_controllers(client, opts, identity=identity,
                                          controller_options=controller_options,
@@ -255,19 +255,33 @@ async def run_elected_controllers(client: Any, opts: LeaderElectionOptions, *,
     leadership is lost the controllers stop and, if ``campaign_again``, the campaign
     starts over, else this returns. Cancelled, it stops the controllers and releases
     the lease."""
+    async def start() -> list[Callable[[], Awaitable[None]]]:
+        from kybernetes.controllers.manager import start_controllers
+
+        return await start_controllers(client, **asdict(controller_options))
+
+    await run_elected(client, opts, identity=identity, start=start,
+                      component="kube-controller-manager", what="the controllers",
+                      campaign_again=campaign_again)
+
+
+async def run_elected(client: Any, opts: LeaderElectionOptions, *, identity: str,
+                      start: Callable[[], Awaitable[list[Callable[[], Awaitable[None]]]]],
+                      component: str, what: str, campaign_again: bool) -> None:
+    """Campaign for ``opts``' Lease; run what ``start`` starts while leading (stopped with
+    the stoppers it returns when leadership is lost, or when cancelled, which also
+    releases the lease)."""
     from kybernetes.client.leaderelection import LeaderElector
 
     stoppers: list[Callable[[], Awaitable[None]]] = []
 
     async def started() -> None:
-        from kybernetes.controllers.manager import start_controllers
-
-        log.info("started leading: starting the controllers")
-        stoppers.extend(await start_controllers(client, **asdict(controller_options)))
-        log.info("controllers started")
+        log.info("started leading: starting %s", what)
+        stoppers.extend(await start())
+        log.info("%s started", what)
 
     async def stopped() -> None:
-        log.info("stopped leading: stopping the controllers")
+        log.info("stopped leading: stopping %s", what)
         while stoppers:
             await stoppers.pop()()
 
@@ -275,13 +289,13 @@ async def run_elected_controllers(client: Any, opts: LeaderElectionOptions, *,
                             identity=identity, lease_duration=opts.lease_duration,
                             renew_deadline=opts.renew_deadline,
                             retry_period=opts.retry_period, on_started_leading=started,
-                            on_stopped_leading=stopped, component="kube-controller-manager")
-    log.info("leader election identity %s", elector.identity)
+                            on_stopped_leading=stopped, component=component)
+    log.info("leader election identity %s for %s", elector.identity, opts.name)
     while True:
         await elector.run()
         if not campaign_again:
             return
-        log.error("leaderelection lost: the controllers stopped; campaigning again")
+        log.error("leaderelection lost: %s stopped; campaigning again", what)
 
 
 async def run_controller_manager(*, kubeconfig: Path | None, election: LeaderElectionOptions,
@@ -289,7 +303,6 @@ async def run_controller_manager(*, kubeconfig: Path | None, election: LeaderEle
     """``kyb controller-manager``: the controllers in a process of their own, acting only
     while it holds the Lease. Like kube-controller-manager, it exits 1 ("leaderelection
     lost") when it loses the lease, and releases it when stopped by SIGTERM."""
-    from kybernetes.aio.tasks import cancel_and_wait, spawn
     from kybernetes.cli.main import install_stop_signals
     from kybernetes.client import Client, KubeconfigError
 
@@ -339,7 +352,10 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
                      token_auth_file: Path | None = None, audit_log: Path | None = None,
                      audit_policy: Path | None = None,
                      encryption_config: Path | None = None, datastore: str = "",
-                     etcd_tls: dict[str, Path] | None = None) -> int:
+                     etcd_tls: dict[str, Path] | None = None, join: bool = False,
+                     token: str = "", toleration_seconds: tuple[int, int] = (300, 300)
+                     ) -> int:
+    from kybernetes.apiserver.join import JoinError
     from kybernetes.cli.main import install_stop_signals
     from kybernetes.store import StoreError
 
@@ -349,10 +365,11 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
                       advertise_address=advertise_address, fsync=fsync,
                       token_auth_file=token_auth_file, audit_log=audit_log,
                       audit_policy=audit_policy, encryption_config=encryption_config,
-                      datastore=datastore, etcd_tls=etcd_tls)
+                      datastore=datastore, etcd_tls=etcd_tls, join=join, token=token,
+                      toleration_seconds=toleration_seconds)
     try:
         await cp.start()
-    except (OSError, StoreError) as e:
+    except (OSError, StoreError, JoinError) as e:
         log.error("cannot start the API server: %s", e)
         await cp.stop()
         return 1
@@ -362,6 +379,9 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
                                         controller_options=controller_options,
                                         dashboard_interval=dashboard_interval)
     print(f"kybernetes is ready: export KUBECONFIG={cp.kubeconfig_path}", flush=True)
+    if datastore:
+        print(f"to add a server: kyb server --datastore {datastore} --join --token "
+              f"$(cat {cp.data_dir / 'pki' / 'server.token'})", flush=True)
     await stop.wait()
     log.info("shutting down")
     for stop_component in reversed(components):
@@ -426,7 +446,23 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
         from kybernetes.scheduler.scheduler import Scheduler
 
         await asyncio.to_thread(import_plugins)
-        sched = Scheduler(client, scheduler_config)
-        await sched.start()
-        stoppers.append(sched.stop)
+
+        async def start_scheduler() -> list[Callable[[], Awaitable[None]]]:
+            # a new one each time this server leads: its queue and cache start afresh
+            sched = Scheduler(client, scheduler_config)
+            await sched.start()
+            return [sched.stop]
+
+        # like kube-scheduler, it schedules only while holding its Lease: with several
+        # servers on one datastore, one schedules and another takes over if it dies
+        sched_election = replace(election or LeaderElectionOptions(), name="kube-scheduler")
+        task = spawn(run_elected(client, sched_election, identity=server_identity(cp.data_dir),
+                                 start=start_scheduler, component="kube-scheduler",
+                                 what="the scheduler", campaign_again=True),
+                     name="scheduler-election")
+
+        async def stop_scheduler() -> None:
+            await cancel_and_wait(task)
+
+        stoppers.append(stop_scheduler)
     return stoppers
