@@ -127,3 +127,29 @@ async def test_pool_survives_the_server_closing_every_idle_connection() -> None:
     finally:
         await pool.aclose()
         await srv.stop(grace=0.5)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again: connecting is refused
+
+
+async def test_a_client_moves_to_the_next_server_when_one_is_down(server: str) -> None:
+    """Several API servers of one cluster: the unreachable one is skipped, for requests
+    and for watches, and the client stays on the one that answers."""
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    cfg = Config.for_server(f"{dead},{server}")
+    assert (cfg.server, cfg.fallback_servers) == (dead, [server])
+    async with Client(cfg) as c:
+        with pytest.raises(StatusError) as e:  # answered: by the live server
+            await c.request("GET", "/missing")
+        assert e.value.code == 404
+        assert c._pool is not None and c._pool.server == server
+        names = [e.object["metadata"]["name"] async for e in c.watch("v1", "pods")]
+        assert names == [e["object"]["metadata"]["name"] for e in EVENTS]
+    async with Client(Config.for_server(dead)) as c:
+        with pytest.raises(OSError):
+            await c.request("GET", "/anything")

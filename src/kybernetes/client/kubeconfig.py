@@ -14,7 +14,7 @@ import base64
 import os
 import ssl
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,17 @@ class Config:
     client_key_data: bytes | None = None
     insecure: bool = False
     namespace: str = "default"
+    fallback_servers: list[str] = field(default_factory=list)
+    """Other API servers of the same cluster, tried in turn when one cannot be reached."""
 
     @classmethod
     def for_server(cls, url: str, token: str | None = None,
                    ca_pem: bytes | str | None = None) -> Config:
-        """Settings for ``url`` with an optional bearer token and CA bundle (PEM)."""
+        """Settings for ``url`` (or several servers of one cluster, comma-separated) with
+        an optional bearer token and CA bundle (PEM)."""
         ca = ca_pem.encode() if isinstance(ca_pem, str) else ca_pem
-        return cls(server=url.rstrip("/"), token=token, ca_data=ca)
+        first, *others = [u.strip().rstrip("/") for u in url.split(",") if u.strip()] or [url]
+        return cls(server=first, token=token, ca_data=ca, fallback_servers=others)
 
     def ssl_context(self) -> ssl.SSLContext:
         """A TLS context trusting ``ca_data`` (or the system CAs) with the client cert loaded."""

@@ -147,7 +147,8 @@ class Client:
         self._timeout = timeout
         # the network: a lean keep-alive pool of our own; httpx only to carry a given
         # transport (``httpx.MockTransport`` in tests)
-        self._pool = HTTPPool(config.server, ssl_context=self._ssl, headers=headers,
+        self._pool = HTTPPool([config.server, *config.fallback_servers],
+                              ssl_context=self._ssl, headers=headers,
                               timeout=timeout) if transport is None else None
         self._http = httpx.AsyncClient(
             base_url=config.server, headers=headers, transport=transport,
@@ -338,7 +339,8 @@ class Client:
         path = resource_path(api_version, plural, namespace=namespace)
         if self._http is None:
             # the network: a lean reader of our own (watches are a controller's hot path)
-            lines = stream_lines(self.config.server, path, params, headers=self._headers,
+            server = self._pool.server if self._pool is not None else self.config.server
+            lines = stream_lines(server, path, params, headers=self._headers,
                                  ssl_context=self._ssl)
             try:
                 async for raw in lines:

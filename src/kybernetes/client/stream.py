@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from urllib.parse import urlencode, urlsplit
 
 from kybernetes.api.errors import StatusError
+
+log = logging.getLogger(__name__)
 
 _MAX_HEADER = 64 * 1024
 
@@ -116,27 +119,55 @@ class _Conn:
 
 class HTTPPool:
     """Requests over at most ``size`` kept-alive connections to one server; a burst waits
-    for a free connection instead of opening (and TLS-handshaking) one per request."""
+    for a free connection instead of opening (and TLS-handshaking) one per request.
 
-    def __init__(self, server: str, *, ssl_context: ssl.SSLContext | None,
+    Given several servers (API servers of one cluster), it uses the first until it cannot
+    connect to it, then the next one that answers."""
+
+    def __init__(self, server: str | Sequence[str], *, ssl_context: ssl.SSLContext | None,
                  headers: Mapping[str, str], size: int = 16, timeout: float = 30.0) -> None:
-        url = urlsplit(server)
-        self.host = url.hostname or "localhost"
-        self.port = url.port or (443 if url.scheme == "https" else 80)
-        self.netloc = url.netloc
-        self.tls = ssl_context if url.scheme == "https" else None
-        self.prefix = url.path.rstrip("/")
+        self.servers = [server] if isinstance(server, str) else list(server)
+        self._ssl = ssl_context
+        self._use(0)
         self.headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.timeout = timeout
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(size)
         self._closed = False
 
+    def _use(self, index: int) -> None:
+        self._current = index
+        url = urlsplit(self.servers[index])
+        self.host = url.hostname or "localhost"
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.netloc = url.netloc
+        self.tls = self._ssl if url.scheme == "https" else None
+        self.prefix = url.path.rstrip("/")
+
+    @property
+    def server(self) -> str:
+        """The server in use."""
+        return self.servers[self._current]
+
     async def _open(self) -> _Conn:
-        reader, writer = await asyncio.open_connection(
-            self.host, self.port, ssl=self.tls,
-            server_hostname=self.host if self.tls else None, limit=_MAX_HEADER)
-        return _Conn(reader, writer)
+        for tried in range(len(self.servers)):
+            host, port, tls = self.host, self.port, self.tls
+            try:
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=host if tls else None,
+                    limit=_MAX_HEADER)
+                return _Conn(reader, writer)
+            except OSError as e:
+                if tried == len(self.servers) - 1:
+                    raise
+                if (host, port) == (self.host, self.port):  # no other request moved on
+                    log.warning("API server %s unreachable (%s): trying %s", self.server, e,
+                                self.servers[(self._current + 1) % len(self.servers)])
+                    idle, self._idle = self._idle, []
+                    for conn in idle:
+                        conn.close()
+                    self._use((self._current + 1) % len(self.servers))
+        raise AssertionError("unreachable")
 
     async def request(self, method: str, path: str, params: Mapping[str, str],
                       headers: Mapping[str, str], body: bytes | None

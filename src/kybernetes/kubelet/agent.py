@@ -21,6 +21,7 @@ from kybernetes.kubelet.eviction import DEFAULT_HARD, EvictionManager, parse_thr
 from kybernetes.kubelet.node import NodeConfig, node_object, node_status
 from kybernetes.kubelet.pods import PodManager
 from kybernetes.kubelet.provisioner import LocalPathProvisioner
+from kybernetes.kubelet.routes import NodeRoutes
 from kybernetes.kubelet.server import AgentAPI
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class NodeAgent:
         self.provisioner: LocalPathProvisioner | None = None
         self.eviction: EvictionManager | None = None
         self.api: AgentAPI | None = None
+        self.routes: NodeRoutes | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- the Node ------------------------------------------------------------------------
@@ -136,6 +138,9 @@ class NodeAgent:
             await self.api.start(self.cfg.bind_address, self.cfg.port,
                                  self.cfg.data_dir / "pki")
             await self.pods.start()
+            if self.pods.network.available():
+                self.routes = NodeRoutes(self.client, node_name=self.cfg.name)
+                await self.routes.start()
             self.eviction = EvictionManager(
                 self.pods, self.cfg.data_dir,
                 parse_thresholds(self.cfg.eviction_hard or DEFAULT_HARD),
@@ -150,6 +155,8 @@ class NodeAgent:
         """Stop the agent; the pods it runs keep running and are adopted on restart."""
         await cancel_and_wait(*self._tasks)
         self._tasks = []
+        if self.routes is not None:
+            await self.routes.stop()
         if self.provisioner is not None:
             await self.provisioner.stop()
         if self.pods is not None:

@@ -20,6 +20,7 @@ from kybernetes.kubelet.network import (
     pooled_namespaces,
     remove_netns,
 )
+from kybernetes.kubelet.routes import remove_all_routes
 from kybernetes.kubelet.runtime import pod_uids
 
 
@@ -96,6 +97,7 @@ def release_host_network(settle: float = 0.0) -> None:
             subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
     if NETNS_DIR.exists() and any(p.name.startswith("kyb-") for p in NETNS_DIR.iterdir()):
         return
+    remove_all_routes()  # to other nodes' pods
     for cidr in ("10.42.0.0/16", "10.96.0.0/12"):
         subprocess.run(["ip", "route", "del", "unreachable", cidr], capture_output=True,
                        check=False)
