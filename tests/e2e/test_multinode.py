@@ -35,7 +35,7 @@ LAN = "10.201.0"
 """The hosts' network: a bridge in this machine's namespace holds .1 (the API servers'
 address), host i is .(11+i). Nothing routes it beyond this machine."""
 HOSTS = 3
-LEASE = ["--leader-elect-lease-duration", "10s", "--leader-elect-renew-deadline", "8s",
+LEASE = ["--leader-elect-lease-duration", "8s", "--leader-elect-renew-deadline", "6s",
          "--leader-elect-retry-period", "2s"]
 EVICTION = ["--node-monitor-grace-period", "10s", "--default-not-ready-toleration-seconds", "5",
             "--default-unreachable-toleration-seconds", "5"]
@@ -88,6 +88,7 @@ class Machines:
     """The test's hosts and servers."""
 
     bridge: str
+    etcd: str = ""
     hosts: list[Host] = field(default_factory=list)
     servers: list[Cluster] = field(default_factory=list)
 
@@ -126,7 +127,8 @@ def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
     with etcd_server(base / "etcd") as etcd_url:
         try:
             m.up(base)
-            common = ["--disable-agent", "--datastore", etcd_url.replace("http://", "etcd://"),
+            m.etcd = etcd_url.replace("http://", "etcd://")
+            common = ["--disable-agent", "--datastore", m.etcd,
                       "--bind-address", "0.0.0.0", "--advertise-address", f"{LAN}.1",
                       *LEASE, *EVICTION]
             first = Cluster(data_dir=base / "server-a", port=free_port(),
@@ -190,6 +192,22 @@ def test_the_servers_share_one_cluster(machines: Machines) -> None:
     assert sorted(nodes) == [h.name for h in machines.hosts]
     for h in machines.hosts:
         assert nodes[h.name]["spec"]["podCIDR"] == h.pod_cidr
+
+
+def test_joining_needs_the_server_token(machines: Machines, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "kybernetes.cli.main", "server", "--disable-agent",
+            "--datastore", machines.etcd, "--bind-address", "127.0.0.1", "--port",
+            str(free_port())]
+    wrong = subprocess.run([*base, "--data-dir", str(tmp_path / "x"), "--join", "--token",
+                            "not-the-token"], capture_output=True, text=True, timeout=60,
+                           cwd=REPO)
+    assert wrong.returncode == 1
+    assert "the token does not open the cluster's bootstrap data" in wrong.stderr
+    # without --join, a fresh data dir does not take over the datastore's cluster
+    fresh = subprocess.run([*base, "--data-dir", str(tmp_path / "y")], capture_output=True,
+                           text=True, timeout=60, cwd=REPO)
+    assert fresh.returncode == 1
+    assert "the datastore already holds a cluster" in fresh.stderr
 
 
 def test_serve_model_spreads_and_pods_reach_each_other(machines: Machines) -> None:

@@ -266,7 +266,7 @@ def _scheduler_configuration(path: Path) -> SchedulerConfiguration:
 @click.option("--dashboard-interval", type=Duration(), default="5s", show_default=True,
               help="How often the dashboard samples usage and request rates for its charts "
               "(the last hour is kept).")
-@_leader_election_options(hidden=True)
+@_leader_election_options(hidden=False)
 @_controller_options(hidden=True)
 @_node_options
 @_fake_node_options
