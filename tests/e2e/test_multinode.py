@@ -108,6 +108,9 @@ class Machines:
             for args in (("addr", "add", f"{host.address}/24", "dev", "eth0"),
                          ("link", "set", "eth0", "up"), ("link", "set", "lo", "up")):
                 _ip("-n", host.netns, *args)
+            # this machine's own namespace has no business with the hosts' pods: nothing
+            # for their ranges may leave through its default gateway
+            _ip("route", "replace", "unreachable", host.pod_cidr)
 
     def down(self) -> None:
         for host in self.hosts:
@@ -117,6 +120,7 @@ class Machines:
         for host in self.hosts:
             host.killall()
             _ip("netns", "del", host.netns, check=False)
+            _ip("route", "del", "unreachable", host.pod_cidr, check=False)
         _ip("link", "del", self.bridge, check=False)
 
 
@@ -178,6 +182,20 @@ def _predict(c: Cluster, pod: str, url: str) -> Any:
     return orjson.loads(out.stdout) if out.returncode == 0 else out.stderr
 
 
+def _get(c: Cluster, pod: str, url: str) -> Any:
+    """GET ``url`` from inside ``pod`` (TLS unverified)."""
+    code = ("import ssl,sys,urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5, "
+            "context=ssl._create_unverified_context()).read().decode())")
+    out = c.kubectl("exec", pod, "--", "python3", "-c", code, url, check=False)
+    return orjson.loads(out.stdout) if out.returncode == 0 else out.stderr
+
+
+def _api_servers(c: Cluster) -> list[str]:
+    ep = c.kubectl_json("get", "endpoints", "kubernetes")
+    return sorted(f"{a['ip']}:{p['port']}" for s in ep.get("subsets") or ()
+                  for a in s["addresses"] for p in s["ports"])
+
+
 def test_the_servers_share_one_cluster(machines: Machines) -> None:
     a, b = machines.servers
     assert (a.data_dir / "pki" / "ca.crt").read_bytes() == (b.data_dir / "pki" / "ca.crt").read_bytes()
@@ -231,6 +249,10 @@ def test_serve_model_spreads_and_pods_reach_each_other(machines: Machines) -> No
             assert isinstance(got, dict) and got["pod"] == dst["metadata"]["name"], got
         got = _predict(a, src["metadata"]["name"], f"http://{svc_ip}/predict")
         assert isinstance(got, dict) and got["pod"] in where, got
+    # the API servers behind the kubernetes Service: both, reached from a pod
+    assert _api_servers(a) == sorted(f"{LAN}.1:{s.port}" for s in machines.servers)
+    version = _get(a, pods[0]["metadata"]["name"], "https://kubernetes.default.svc/version")
+    assert isinstance(version, dict) and version.get("major") == "1", version
 
 
 def test_killing_the_leading_server_hands_over_within_15_s(machines: Machines) -> None:
@@ -256,6 +278,9 @@ def test_killing_the_leading_server_hands_over_within_15_s(machines: Machines) -
     wait_for("5 ready ml-model replicas", lambda: len(
         [p for p in _model_pods(other) if ready(p)]) == 5, timeout=120)
     machines.servers.remove(leader)  # stopped already
+    # the dead server leaves the kubernetes Service's endpoints
+    wait_for("the kubernetes endpoints without the dead server",
+             lambda: _api_servers(other) == [f"{LAN}.1:{other.port}"], timeout=30)
 
 
 def test_a_stopped_hosts_pods_come_back_on_the_others(machines: Machines) -> None:

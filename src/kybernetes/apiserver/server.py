@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import socket
@@ -25,7 +26,7 @@ from kybernetes.api.builtin import build_registry
 from kybernetes.apiserver import admission, certs, join
 from kybernetes.apiserver.app import APIServer, User
 from kybernetes.apiserver.audit import AuditLog, load_policy
-from kybernetes.apiserver.bootstrap import Bootstrap
+from kybernetes.apiserver.bootstrap import APIServerEndpoints, Bootstrap
 from kybernetes.apiserver.context import Context
 from kybernetes.apiserver.crds import CRDManager
 from kybernetes.apiserver.http import HTTPServer
@@ -122,6 +123,8 @@ class ControlPlane:
         self._full_gc: asyncio.Task[Any] | None = None
         self._compactor: asyncio.Task[Any] | None = None
         self._repair: asyncio.Task[Any] | None = None
+        self._members: APIServerEndpoints | None = None
+        self._members_task: asyncio.Task[Any] | None = None
         self.kubeconfig_path = data_dir / "kubeconfig"
         self.pki: certs.PKI | None = None
 
@@ -168,6 +171,9 @@ class ControlPlane:
         await admission.restore_allocations(ctx, [orjson.loads(kv.value)
                                                   for kv in svc_page.items])
         await bootstrap.run()
+        if not ipaddress.ip_address(self.advertise_address).is_loopback:
+            self._members = APIServerEndpoints(bootstrap)
+            self._members_task = spawn(self._members.run(), name="apiserver-endpoints")
         ctx_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx_ssl.load_cert_chain(str(pki.server_cert), str(pki.server_key))
         # client certificates signed by the cluster CA authenticate (kyb kubeconfig)
@@ -273,6 +279,13 @@ class ControlPlane:
     async def stop(self) -> None:
         if self.api is not None:
             self.api.ready = False
+        await cancel_and_wait(self._members_task)
+        if self._members is not None:
+            try:  # out of the kubernetes Service's endpoints before going
+                async with asyncio.timeout(3):
+                    await self._members.leave()
+            except Exception as e:
+                log.warning("leaving the kubernetes Service's endpoints: %s", e)
         if self.backend is not None:
             self.backend.close_watches()
         if self._http is not None:

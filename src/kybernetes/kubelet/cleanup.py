@@ -75,6 +75,21 @@ def kill_all(data_dir: Path) -> list[str]:
     return uids
 
 
+def remove_masquerade_tables() -> None:
+    """The masquerade tables of pod bridges that are gone."""
+    from kybernetes.kubelet.network import MASQ_TABLE_PREFIX
+
+    tables = subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True,
+                            check=False).stdout.split()
+    bridges = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"],
+                             capture_output=True, text=True, check=False).stdout
+    for table in tables:
+        if table.startswith(MASQ_TABLE_PREFIX) and \
+                f" {table[len(MASQ_TABLE_PREFIX):]}:" not in bridges:
+            subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True,
+                           check=False)
+
+
 def release_host_network(settle: float = 0.0) -> None:
     """Remove the pod bridges no pod is attached to, and the local routes once no pod
     network namespace is left. ``settle``: seconds to wait for the veths of namespaces
@@ -95,6 +110,7 @@ def release_host_network(settle: float = 0.0) -> None:
             time.sleep(0.1)
         if not members:
             subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+    remove_masquerade_tables()
     if NETNS_DIR.exists() and any(p.name.startswith("kyb-") for p in NETNS_DIR.iterdir()):
         return
     remove_all_routes()  # to other nodes' pods

@@ -140,6 +140,22 @@ def move_netns(src: Path, dst: Path) -> None:
     src.unlink(missing_ok=True)
 
 
+MASQ_TABLE_PREFIX = "kyb-masq-"
+
+
+def masquerade_rules(bridge: str, pod_cidr: str, cluster_cidr: str) -> str:
+    """The ``nft -f`` script of a node's masquerade table: what its pods send to
+    addresses outside the cluster's pod range (other hosts, the API servers behind the
+    ``kubernetes`` Service) leaves with the node's address, so that the answers find their
+    way back; traffic between pods keeps the pods' own addresses (as flannel does)."""
+    table = f"ip {MASQ_TABLE_PREFIX}{bridge}"
+    return (f"table {table} {{}}\ndelete table {table}\ntable {table} {{\n"
+            "  chain postrouting {\n"
+            "    type nat hook postrouting priority srcnat; policy accept;\n"
+            f"    ip saddr {pod_cidr} ip daddr != {cluster_cidr} oifname != \"{bridge}\" "
+            "masquerade\n  }\n}\n")
+
+
 class PodNetwork:
     def __init__(self, data_dir: Path, pod_cidr: str, *, cluster_cidr: str = "10.42.0.0/16",
                  pool_size: int = 0) -> None:
@@ -176,11 +192,17 @@ class PodNetwork:
         return json.dumps({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}).encode()
 
     async def ensure_host_routes(self) -> None:
-        """Keep the pod range on this machine (unreachable beyond it; the service range
-        is the service proxy's)."""
+        """Keep the pod range on this machine (unreachable beyond it, but for the routes
+        to other nodes' ranges; the service range is the service proxy's), and
+        masquerade what pods send beyond the cluster's pod range."""
         if self._ready:
             return
         await _run("ip", "route", "replace", "unreachable", self.cluster_cidr, check=False)
+        code, _, err = await _run("nft", "-f", "-", stdin=masquerade_rules(
+            self.bridge, str(self.pod_cidr), self.cluster_cidr).encode(), check=False)
+        if code != 0:
+            log.warning("pods' traffic beyond the cluster is not masqueraded: %s",
+                        err.decode(errors="replace").strip())
         self._ready = True
 
     def _env(self, command: str, pod_uid: str, ifname: str) -> dict[str, str]:
