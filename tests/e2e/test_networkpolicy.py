@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 NODE2 = "np-node-2"
 SERVER = """
-import http.server, os
+import http.server, os, socket, threading
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = os.environ["POD_NAME"].encode()
@@ -42,6 +42,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
+class V6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+threading.Thread(target=V6(("::", 5001), H).serve_forever, daemon=True).start()
 http.server.ThreadingHTTPServer(("0.0.0.0", 5000), H).serve_forever()
 """
 CLIENT = """
@@ -50,13 +53,19 @@ from concurrent.futures import ThreadPoolExecutor
 def get(target):
     host, port = target.rsplit(":", 1)
     try:
-        conn = http.client.HTTPConnection(host, int(port), timeout=1.5)
+        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=1.5)
         conn.request("GET", "/")
         return conn.getresponse().read().decode()
     except OSError as e:
         return type(e).__name__
 with ThreadPoolExecutor(4) as pool:
     print(json.dumps(dict(zip(sys.argv[1:], pool.map(get, sys.argv[1:])))))
+"""
+LINK_LOCAL = """
+for line in open("/proc/net/if_inet6"):
+    addr, _, _, scope, _, dev = line.split()
+    if dev == "eth0" and scope == "20":
+        print(":".join(addr[i:i + 4] for i in range(0, 32, 4)))
 """
 SLEEPER = ["python3", "-c", "import time; time.sleep(86400)"]
 CLIENTS = ("frontend", "other", "frontend2", "other2")
@@ -88,7 +97,7 @@ class Nodes:
         third = random.choice([i for i in range(20, 99) if i != used])
         self.pod_cidr = f"10.42.{third}.0/24"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.model_ip = self.service_ip = ""
+        self.model_ip = self.service_ip = self.model_link_local = ""
 
     def start_agent(self) -> None:
         with open(self.agent_log, "ab") as log:
@@ -120,6 +129,11 @@ class Nodes:
                               f"{self.model_ip}:5000", f"{self.service_ip}:80", timeout=30)
         got = json.loads(proc.stdout)
         return {"pod": got[f"{self.model_ip}:5000"], "service": got[f"{self.service_ip}:80"]}
+
+    def get(self, client: str, target: str) -> str:
+        proc = self.c.kubectl("exec", client, "--", "python3", "-c", CLIENT, target,
+                              timeout=30)
+        return str(json.loads(proc.stdout)[target])
 
     def matrix(self, *, guest: bool = True) -> dict[str, bool]:
         """Which clients reach the model, both ways: ``client`` -> True/False (one way
@@ -171,6 +185,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
         wait_for("the pods Ready", all_ready, timeout=60)
         n.model_ip = c.kubectl_json("get", "pod", "model")["status"]["podIP"]
         n.service_ip = c.kubectl_json("get", "service", "ml-model")["spec"]["clusterIP"]
+        n.model_link_local = c.kubectl("exec", "model", "--", "python3", "-c", LINK_LOCAL
+                                       ).stdout.strip()
         wait_for("the Service's endpoint", lambda: c.kubectl_json(
             "get", "endpointslices", "-l", "kubernetes.io/service-name=ml-model")["items"][0]
             .get("endpoints"))
@@ -195,6 +211,7 @@ def test_policy_allowing_only_the_frontend_blocks_another_pod(nodes: Nodes) -> N
     frontends get through, the node itself too; deleted, everyone gets through again."""
     n, c = nodes, nodes.c
     _expect(n, ALL, "everyone to reach the model before any policy")
+    assert n.get("other", f"[{n.model_link_local}%eth0]:5001") == "model"
     policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
               "metadata": {"name": "model-frontend-only"},
               "spec": {"podSelector": {"matchLabels": {"app": "ml-model"}},
@@ -207,6 +224,9 @@ def test_policy_allowing_only_the_frontend_blocks_another_pod(nodes: Nodes) -> N
         _expect(n, {**ALL, "other": False, "other2": False},
                 "only the frontends and the guests to reach the model")
         assert set(n.reach("other").values()) == {"TimeoutError"}  # dropped, not refused
+        # nor through the model's IPv6 link-local address (pods are IPv4-only)
+        assert n.get("other", f"[{n.model_link_local}%eth0]:5001") == "TimeoutError"
+        assert n.get("frontend", f"[{n.model_link_local}%eth0]:5001") == "TimeoutError"
         assert table_name(bridge_name(c.pod_cidr)) in _tables()
         # the node itself (kubelet probes) still reaches the pod
         with urllib.request.urlopen(f"http://{n.model_ip}:5000/", timeout=5) as resp:

@@ -267,7 +267,9 @@ def test_render_dispatches_by_address_and_ends_in_drop() -> None:
     assert lines[:4] == [f"add table {t}", f"delete table {t}", f"add table {t}",
                          f"add chain {t} forward {{ type filter hook forward priority "
                          "filter; policy accept; }"]
-    assert lines[-3:] == [
+    assert lines[-4:] == [
+        f'add rule {t} forward iifname "kyb0a2a0000" meta nfproto ipv6 meta l4proto != '
+        "ipv6-icmp counter drop",
         f"add rule {t} forward ct state established,related accept",
         f'add rule {t} forward iifname "kyb0a2a0000" ip saddr vmap '
         "{ 10.42.0.7 : jump egress-1 }",
@@ -282,6 +284,19 @@ def test_render_dispatches_by_address_and_ends_in_drop() -> None:
            'allowed"' in lines
 
 
+def test_long_address_lists_are_named_sets_written_once() -> None:
+    """Peers every isolated pod shares are one set of the table, not one per chain."""
+    everyone = {"from": [{"namespaceSelector": {}}]}
+    rules = compile_rules([policy(select={}, ingress=[everyone])], PODS, NAMESPACES,
+                          pod_cidr=CIDR)
+    script = render(rules, table="x", bridge="kyb0a2a0000")
+    [declared] = [line for line in script.splitlines() if line.startswith("add set")]
+    assert declared == ("add set inet x addresses-0 { type ipv4_addr; flags interval; "
+                        "elements = { 10.42.0.5, 10.42.0.6/31, 10.42.1.6, 10.42.1.9, "
+                        "10.42.1.10/31 }; }")
+    assert script.count("ip saddr @addresses-0 return") == 3  # model, frontend, other
+
+
 def test_table_name_follows_the_bridge() -> None:
     assert table_name("kyb0a2a6400") == "kybernetes_netpol_0a2a6400"
 
@@ -292,7 +307,7 @@ def test_nft_accepts_the_script() -> None:
     """``nft --check`` parses and validates every construct the renderer emits."""
     rules = compile_rules([
         policy(select={}, ingress=[
-            {"from": [{"podSelector": app("frontend")},
+            {"from": [{"podSelector": app("frontend")}, {"namespaceSelector": {}},
                       {"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.1.0/24"]}}],
              "ports": [{"port": "http"}, {"port": 8000, "endPort": 8080},
                        {"protocol": "UDP"}, {"protocol": "SCTP", "port": 9}]}, {}],

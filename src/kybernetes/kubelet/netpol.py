@@ -94,12 +94,13 @@ def bridge_to_inet_hooks(bridge: str) -> str:
         _run("modprobe", "br_netfilter")
     if not BRIDGE_NF.exists():
         return "br_netfilter is not available"
-    knob = Path("/sys/class/net", bridge, "bridge", "nf_call_iptables")
-    try:
-        if knob.exists() and knob.read_text().strip() != "1":
-            knob.write_text("1")
-    except OSError as e:
-        return f"cannot set {knob}: {e}"
+    for name in ("nf_call_iptables", "nf_call_ip6tables"):
+        knob = Path("/sys/class/net", bridge, "bridge", name)
+        try:
+            if knob.exists() and knob.read_text().strip() != "1":
+                knob.write_text("1")
+        except OSError as e:
+            return f"cannot set {knob}: {e}"
     return ""
 
 
@@ -189,17 +190,17 @@ class NetworkPolicyEnforcer:
         else:
             await asyncio.to_thread(remove_table, self.table)
 
-    def rules(self) -> list[PodRules]:
-        return compile_rules(self.policies.list(), self.pods.list(), self.namespaces.list(),
-                             pod_cidr=self.pod_cidr)
-
     async def _run(self) -> None:
         await self._synced()
         while True:
             await self._dirty.wait()
             await asyncio.sleep(COALESCE_SECONDS)
             self._dirty.clear()
-            rules = self.rules()
+            # (on a thread: with thousands of pods it takes a while; the informers replace
+            # cached objects, never change them, so the lists are a consistent snapshot)
+            rules = await asyncio.to_thread(
+                compile_rules, self.policies.list(), self.pods.list(),
+                self.namespaces.list(), pod_cidr=self.pod_cidr)
             if rules and self._nft is None:
                 # (again each time: a bridge removed with its last pod comes back without)
                 self._check_bridge()

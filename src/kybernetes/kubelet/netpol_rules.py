@@ -19,6 +19,8 @@ Upstream's semantics:
 - a port is a protocol (TCP when not given), a number (through ``endPort``) or the name
   of a container port of the pod receiving the connection (for egress, each
   destination pod's own number for that name);
+- pods have IPv4 addresses only: while one of the node's pods is isolated, IPv6 from
+  its pods (their link-local addresses) is dropped but for ICMPv6 (neighbour discovery);
 - replies of allowed connections pass, a pod can always reach itself (through a
   Service's virtual IP, which sends it back to itself), and traffic between a pod and
   its own node is always allowed (probes, the cluster DNS on the node's pod gateway):
@@ -28,11 +30,12 @@ The table (``inet``) hooks ``forward`` after the service proxy's DNAT (priority 
 so a connection to a Service is judged by the pod it reaches. Pods of one node talk
 across their bridge (layer 2): the bridge hands those frames to the ``inet`` hooks only
 with ``br_netfilter`` on (``bridge-nf-call-iptables``, or the bridge's own
-``nf_call_iptables``), which the enforcer turns on for its bridge.
+``nf_call_iptables``, ``nf_call_ip6tables``), which the enforcer turns on for its bridge.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -148,6 +151,9 @@ class _Cluster:
     def __init__(self, pods: Iterable[PodInfo], namespaces: Iterable[Obj]) -> None:
         self.pods = sorted(pods, key=lambda p: (p.namespace, p.name))
         self.ns_labels: dict[str, dict[str, str]] = {}
+        self._peers: dict[tuple[int, str], list[PodInfo]] = {}
+        self.egress: dict[int, list[Allow]] = {}
+        """Egress rules' allows (they do not depend on the pod sending), by rule."""
         for ns in namespaces:
             meta = ns.get("metadata") or {}
             name = str(meta.get("name") or "")
@@ -157,7 +163,14 @@ class _Cluster:
         return self.ns_labels.get(name) or {NAMESPACE_NAME_LABEL: name}
 
     def peer_pods(self, peer: Obj, policy_ns: str) -> list[PodInfo]:
-        """The pods a ``podSelector``/``namespaceSelector`` peer selects."""
+        """The pods a ``podSelector``/``namespaceSelector`` peer selects (each peer is
+        looked at once, however many pods its policy selects)."""
+        key = (id(peer), policy_ns)
+        if key not in self._peers:
+            self._peers[key] = self._select(peer, policy_ns)
+        return self._peers[key]
+
+    def _select(self, peer: Obj, policy_ns: str) -> list[PodInfo]:
         pod_sel = _selector(peer["podSelector"]) if "podSelector" in peer else EVERYTHING
         if peer.get("namespaceSelector") is None:
             return [p for p in self.pods
@@ -300,6 +313,9 @@ def compile_rules(policies: Iterable[Obj], pods: Iterable[Obj], namespaces: Iter
                   pod_cidr: str) -> list[PodRules]:
     """What each pod with an address in ``pod_cidr`` (this node's pods) may accept and
     send, for those some policy isolates; sorted by address."""
+    policies = list(policies)
+    if not policies:
+        return []
     infos = [i for i in (pod_info(p) for p in pods) if i is not None]
     cluster = _Cluster(infos, namespaces)
     net = ipaddress.ip_network(pod_cidr, strict=False)
@@ -327,7 +343,10 @@ def compile_rules(policies: Iterable[Obj], pods: Iterable[Obj], namespaces: Iter
                 egress = egress or []
                 for rule in spec.get("egress") or []:
                     if isinstance(rule, dict):
-                        egress += _egress_allows(rule, pod.namespace, cluster)
+                        if id(rule) not in cluster.egress:
+                            cluster.egress[id(rule)] = _egress_allows(rule, pod.namespace,
+                                                                      cluster)
+                        egress += cluster.egress[id(rule)]
         if ingress is None and egress is None:
             continue
         local[pod.ip] = PodRules(
@@ -343,11 +362,25 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', "'").replace("\\", "/")[:120] + '"'
 
 
-def _addresses(values: Iterable[str]) -> str:
-    """An anonymous set of addresses and ranges (overlaps merged: nft refuses them)."""
-    nets = list(ipaddress.collapse_addresses(_networks(values)))
-    items = [str(n.network_address) if n.prefixlen == 32 else str(n) for n in nets]
-    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
+@functools.lru_cache(maxsize=4096)
+def _collapsed(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Addresses and ranges, overlaps merged (nft refuses them in one set)."""
+    nets = ipaddress.collapse_addresses(_networks(values))
+    return tuple(str(n.network_address) if n.prefixlen == 32 else str(n) for n in nets)
+
+
+SETS_FROM = 4
+"""Address lists this long or longer become named sets, each written once per table
+(one pod's peers are often many pods' too)."""
+
+
+def _addresses(values: tuple[str, ...], sets: dict[tuple[str, ...], str] | None) -> str:
+    items = _collapsed(values)
+    if len(items) == 1:
+        return items[0]
+    if sets is not None and len(items) >= SETS_FROM:
+        return "@" + sets.setdefault(items, f"addresses-{len(sets)}")
+    return "{ " + ", ".join(items) + " }"
 
 
 def _port_set(ports: Iterable[Ports]) -> str:
@@ -361,16 +394,18 @@ def _port_set(ports: Iterable[Ports]) -> str:
     return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
 
 
-def allow_rules(allow: Allow, direction: str) -> list[str]:
+def allow_rules(allow: Allow, direction: str,
+                sets: dict[tuple[str, ...], str] | None = None) -> list[str]:
     """The rules (without the verdict) matching ``allow``'s connections; ``direction``:
-    ``saddr`` for ingress (the peer sends), ``daddr`` for egress."""
+    ``saddr`` for ingress (the peer sends), ``daddr`` for egress. With ``sets``, long
+    address lists are named sets of the table (address list -> name, added to)."""
     head = []
     if allow.peers is not None:
         if not allow.peers:
             return []
-        head.append(f"ip {direction} {_addresses(allow.peers)}")
+        head.append(f"ip {direction} {_addresses(allow.peers, sets)}")
     if allow.excepts:
-        head.append(f"ip {direction} != {_addresses(allow.excepts)}")
+        head.append(f"ip {direction} != {_addresses(allow.excepts, sets)}")
     if not allow.ports:
         return [" ".join(head)]
     by_proto: dict[str, list[Ports]] = {}
@@ -386,11 +421,11 @@ def allow_rules(allow: Allow, direction: str) -> list[str]:
 
 
 def _chain(t: str, name: str, pod: PodRules, allows: tuple[Allow, ...], direction: str,
-           what: str) -> list[str]:
+           what: str, sets: dict[tuple[str, ...], str]) -> list[str]:
     # allowed: back to the forward chain (where the other end's check may follow)
     rules = [f"ip {direction} {pod.ip} return"]  # a pod can always reach itself
     for allow in allows:
-        rules += [f"{match} return".lstrip() for match in allow_rules(allow, direction)]
+        rules += [f"{match} return".lstrip() for match in allow_rules(allow, direction, sets)]
     rules.append(f"counter drop comment {_quote(f'{pod.key}: {what} not allowed')}")
     return [f"add chain {t} {name}"] + [f"add rule {t} {name} {r}" for r in rules]
 
@@ -406,16 +441,21 @@ def render(rules: list[PodRules], *, table: str, bridge: str) -> str:
     lines += [f"add table {t}",
               f"add chain {t} forward {{ type filter hook forward priority filter; "
               f"policy accept; }}",
+              # pods are IPv4-only: their link-local IPv6 addresses must not be a way
+              # around a policy (neighbour discovery aside, nothing else uses them)
+              f'add rule {t} forward iifname "{bridge}" meta nfproto ipv6 '
+              f"meta l4proto != ipv6-icmp counter drop",
               f"add rule {t} forward ct state established,related accept"]
     chains: list[str] = []
+    sets: dict[tuple[str, ...], str] = {}
     egress, ingress = [], []
     for i, pod in enumerate(rules):
         if pod.egress is not None:
             egress.append(f"{pod.ip} : jump egress-{i}")
-            chains += _chain(t, f"egress-{i}", pod, pod.egress, "daddr", "egress")
+            chains += _chain(t, f"egress-{i}", pod, pod.egress, "daddr", "egress", sets)
         if pod.ingress is not None:
             ingress.append(f"{pod.ip} : jump ingress-{i}")
-            chains += _chain(t, f"ingress-{i}", pod, pod.ingress, "saddr", "ingress")
+            chains += _chain(t, f"ingress-{i}", pod, pod.ingress, "saddr", "ingress", sets)
     # the sender's egress first, then the receiver's ingress: each returns when allowed
     if egress:
         lines.append(f'add rule {t} forward iifname "{bridge}" ip saddr vmap '
@@ -424,5 +464,7 @@ def render(rules: list[PodRules], *, table: str, bridge: str) -> str:
         lines.append(f'add rule {t} forward oifname "{bridge}" ip daddr vmap '
                      f'{{ {", ".join(ingress)} }}')
     # the per-pod chains come before the rules that jump to them
+    declared = [f"add set {t} {name} {{ type ipv4_addr; flags interval; "
+                f"elements = {{ {', '.join(items)} }}; }}" for items, name in sets.items()]
     head, tail = lines[:4], lines[4:]
-    return "\n".join(head + chains + tail) + "\n"
+    return "\n".join(head + declared + chains + tail) + "\n"
