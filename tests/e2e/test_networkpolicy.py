@@ -241,8 +241,9 @@ def test_policy_allowing_only_the_frontend_blocks_another_pod(nodes: Nodes) -> N
 
 def test_egress_policy_with_a_named_port(nodes: Nodes) -> None:
     """Pods ``app=other`` may send only to ``app=ml-model`` on port 9999: they can no
-    longer reach the model (wherever they run), the others still can; allowed the
-    model's port by its name instead, they reach it again, by address and Service."""
+    longer reach the model (wherever they run), the others still can, and the node's
+    cluster DNS still answers them; allowed the model's port by its name instead, they
+    reach it again, by address and Service."""
     n, c = nodes, nodes.c
     policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
               "metadata": {"name": "other-egress"},
@@ -254,6 +255,12 @@ def test_egress_policy_with_a_named_port(nodes: Nodes) -> None:
     try:
         # (the visitor is app=other too, but in another namespace: not selected)
         _expect(n, {**ALL, "other": False, "other2": False}, "the other pods cut off")
+        # the node's own cluster DNS (on the pod gateway) still answers them
+        for client in ("other", "other2"):
+            looked_up = c.kubectl("exec", client, "--", "python3", "-c",
+                                  "import socket; print(socket.gethostbyname("
+                                  "'ml-model.default.svc.cluster.local'))").stdout.strip()
+            assert looked_up == n.service_ip
         policy["spec"]["egress"][0]["ports"] = [{"port": "http"}]
         _apply(c, policy)
         _expect(n, ALL, "the other pods let through on the model's named port")
