@@ -18,6 +18,7 @@ from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339_micro
 from kybernetes.client import Client
 from kybernetes.kubelet.eviction import DEFAULT_HARD, EvictionManager, parse_thresholds
+from kybernetes.kubelet.netpol import NetworkPolicyEnforcer
 from kybernetes.kubelet.node import NodeConfig, node_object, node_status
 from kybernetes.kubelet.pods import PodManager
 from kybernetes.kubelet.provisioner import LocalPathProvisioner
@@ -47,6 +48,7 @@ class NodeAgent:
         self.eviction: EvictionManager | None = None
         self.api: AgentAPI | None = None
         self.routes: NodeRoutes | None = None
+        self.network_policy: NetworkPolicyEnforcer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- the Node ------------------------------------------------------------------------
@@ -134,6 +136,11 @@ class NodeAgent:
                 node_allocatable=(self.node.get("status") or {}).get("allocatable") or {},
                 fake_gpus=self.cfg.fake_gpus, log_max_size=self.cfg.log_max_size,
                 log_max_files=self.cfg.log_max_files, network_pool=self.cfg.network_pool)
+            if self.pods.network.available():
+                # before the pods start: the rules are in place for those adopted
+                self.network_policy = NetworkPolicyEnforcer(
+                    self.client, pod_cidr=self.cfg.pod_cidr, data_dir=self.cfg.data_dir)
+                await self.network_policy.start()
             self.api = AgentAPI(self.pods, token=self.client.config.token or "")
             await self.api.start(self.cfg.bind_address, self.cfg.port,
                                  self.cfg.data_dir / "pki")
@@ -159,6 +166,8 @@ class NodeAgent:
             await self.routes.stop()
         if self.provisioner is not None:
             await self.provisioner.stop()
+        if self.network_policy is not None:
+            await self.network_policy.stop()
         if self.pods is not None:
             await self.pods.stop()
         if self.api is not None:

@@ -1,5 +1,6 @@
 """``kyb killall``: stop every pod a node agent started and remove what they hold on the
-machine (processes, network namespaces, addresses, cgroups, mounts), as k3s-killall does.
+machine (processes, network namespaces, addresses, cgroups, mounts, the NetworkPolicy
+table), as k3s-killall does.
 The API's record of the pods is left alone; a restarted agent starts them again."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 from kybernetes.kubelet.cgroups import Cgroups
+from kybernetes.kubelet.netpol import remove_recorded_table, remove_table
+from kybernetes.kubelet.netpol_rules import table_name
 from kybernetes.kubelet.network import (
     POOL_PREFIX,
     ipam_records,
@@ -34,6 +37,7 @@ def _pids(run_dir: Path) -> list[int]:
 def kill_all(data_dir: Path) -> list[str]:
     """Stop the pods under ``data_dir/pods``; returns the uids cleaned up."""
     pods_dir = data_dir / "pods"
+    remove_recorded_table(data_dir)
     uids = sorted(pod_uids(data_dir))
     victims: list[int] = []
     shims: list[int] = []
@@ -110,6 +114,7 @@ def release_host_network(settle: float = 0.0) -> None:
             time.sleep(0.1)
         if not members:
             subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+            remove_table(table_name(name))  # the NetworkPolicies of the bridge's pods
     remove_masquerade_tables()
     if NETNS_DIR.exists() and any(p.name.startswith("kyb-") for p in NETNS_DIR.iterdir()):
         return
