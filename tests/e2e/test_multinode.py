@@ -255,6 +255,29 @@ def test_serve_model_spreads_and_pods_reach_each_other(machines: Machines) -> No
     assert isinstance(version, dict) and version.get("major") == "1", version
 
 
+def test_a_network_policy_holds_across_hosts(machines: Machines) -> None:
+    a = machines.servers[0]
+    pods = [p for p in _model_pods(a) if ready(p)]
+    src, dst = next((s, d) for s in pods for d in pods
+                    if s["spec"]["nodeName"] != d["spec"]["nodeName"])
+    url = f"http://{dst['status']['podIP']}:5000/predict"
+    a.kubectl("apply", "-f", "-", input=orjson.dumps({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "only-frontend"},
+        "spec": {"podSelector": {"matchLabels": {"app": "ml-model"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "frontend"}}}]}]},
+    }).decode())
+    try:
+        # enforced on the destination's host: the other host's pod no longer gets through
+        wait_for("the policy enforced", lambda: not isinstance(
+            _predict(a, src["metadata"]["name"], url), dict), timeout=30)
+    finally:
+        a.kubectl("delete", "networkpolicy", "only-frontend")
+    got = wait_for("the policy lifted", lambda: isinstance(
+        r := _predict(a, src["metadata"]["name"], url), dict) and r, timeout=30)
+    assert got["pod"] == dst["metadata"]["name"]
+
+
 def test_killing_the_leading_server_hands_over_within_15_s(machines: Machines) -> None:
     a, b = machines.servers
     leases = ("kube-controller-manager", "kube-scheduler")
