@@ -27,6 +27,11 @@ rules:
   verbs: ["get", "list", "watch"]
 - level: None
   nonResourceURLs: ["/api*", "/version", "/openapi*", "/healthz*", "/readyz*", "/livez*"]
+- level: RequestResponse
+  resources:
+  - group: ""
+    resources: ["configmaps", "secrets"]
+  namespaces: ["team-research"]
 - level: Request
   resources:
   - group: ""
@@ -226,6 +231,20 @@ def test_the_audit_log_records_who_deleted_what(cluster: Cluster) -> None:
     secret = next(e for e in events if e["verb"] == "create"
                   and e.get("objectRef", {}).get("resource") == "secrets")
     assert secret["level"] == "Metadata" and "requestObject" not in secret
+    # RequestResponse: the answer too (team-research's configmaps), and why one failed
+    c.kubectl("create", "configmap", "kept", "-n", "team-research", "--from-literal=a=b")
+    events = audit_events(c)
+    kept = next(e for e in events if e["verb"] == "create"
+                and e.get("objectRef", {}).get("name") == "kept")
+    assert kept["level"] == "RequestResponse"
+    assert kept["responseObject"]["metadata"]["uid"] and \
+        kept["responseObject"]["data"] == {"a": "b"}
+    refused = next(e for e in events if e["verb"] == "delete"
+                   and e["user"]["username"] == "alice")
+    assert refused["responseStatus"]["reason"] == "Forbidden"
+    assert "cannot delete resource" in refused["responseStatus"]["message"]
+    assert refused["level"] == "RequestResponse" and \
+        refused["responseObject"]["kind"] == "Status"  # the answer, as upstream logs it
     raw = (c.data_dir.parent / "audit.log").read_text()
     assert "s3cr3t" not in raw and "czNjcjN0" not in raw, "a secret's value was logged"
     assert not any(e["verb"] in ("get", "list", "watch") for e in events), "level None"

@@ -37,7 +37,7 @@ from kybernetes.apiserver import (
     subresources,
     tables,
 )
-from kybernetes.apiserver.audit import AuditLog
+from kybernetes.apiserver.audit import AuditLog, capture_response
 from kybernetes.apiserver.authz import Authorizer
 from kybernetes.apiserver.context import Context, Options
 from kybernetes.apiserver.discovery import AGGREGATED_CONTENT_TYPE, Discovery
@@ -211,6 +211,9 @@ class APIServer:
             return
         headers = dict(scope["headers"])
         qs = scope.get("query_string", b"")
+        response: list[bytes] | None = None
+        if self.audit is not None:  # the answer, for the RequestResponse level
+            send, response = capture_response(send)
         req = Request(scope, receive, send, scope["method"], scope["path"],
                       dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {},
                       headers)
@@ -250,7 +253,7 @@ class APIServer:
                 self.metrics.observe(req.verb, res.group, res.version, res.plural,
                                      req.subresource, code, time.perf_counter() - start)
             if received is not None and self.audit is not None:
-                self.audit.record(req, code, received)
+                self.audit.record(req, code, received, response=response)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

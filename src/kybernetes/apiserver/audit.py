@@ -4,10 +4,10 @@ as a JSON line, as kube-apiserver writes with ``--audit-log-path``.
 A policy (``--audit-policy-file``, an ``audit.k8s.io/v1`` Policy) picks each request's
 level from the first rule that matches its user, groups, verb, resource and namespace:
 ``None`` (not logged), ``Metadata`` (who, what, when, the answer's code), ``Request``
-(also the request's body). Without a policy every request is logged at ``Metadata``.
-Secrets and the service accounts' TokenRequests are never logged above ``Metadata``:
-their bodies hold credentials. Only the ``ResponseComplete`` stage is written (a
-watch's when it ends); ``RequestResponse`` is logged as ``Request`` (no response body).
+(also the request's body), ``RequestResponse`` (also the answer's body, up to 1 MiB).
+Without a policy every request is logged at ``Metadata``. Secrets and the service
+accounts' TokenRequests are never logged above ``Metadata``: their bodies hold
+credentials. Only the ``ResponseComplete`` stage is written (a watch's when it ends).
 """
 
 from __future__ import annotations
@@ -144,8 +144,10 @@ class AuditLog:
             level = "Metadata"
         return level
 
-    def record(self, req: Request, code: int, received: datetime) -> None:
-        """Write the request's Event (if its level is not None)."""
+    def record(self, req: Request, code: int, received: datetime, *,
+               response: list[bytes] | None = None) -> None:
+        """Write the request's Event (if its level is not None); ``response``: the
+        answer's body as sent (from :func:`capture_response`)."""
         if self._file is None:
             return
         res = req.resource
@@ -200,7 +202,48 @@ class AuditLog:
             event["objectRef"] = ref
         if level in ("Request", "RequestResponse") and obj is not None:
             event["requestObject"] = obj
+        answer = _json_body(response) if (level == "RequestResponse" or code >= 400) \
+            and req.verb != "watch" else None
+        if isinstance(answer, dict):
+            if code >= 400 and answer.get("kind") == "Status":
+                event["responseStatus"] = {k: answer[k] for k in (
+                    "metadata", "status", "message", "reason", "details", "code")
+                    if k in answer}
+            if level == "RequestResponse" and res is not None:
+                event["responseObject"] = answer
         try:
             self._file.write(orjson.dumps(event) + b"\n")
         except OSError as e:
             log.error("cannot write the audit log %s: %s", self.path, e)
+
+
+_MAX_RESPONSE = 1 << 20
+
+
+def capture_response(send: Any) -> tuple[Any, list[bytes]]:
+    """``send`` that also keeps the body it sends (up to 1 MiB: a bigger one, or a
+    stream, is not kept whole and is left out of the log)."""
+    chunks: list[bytes] = []
+    size = 0
+
+    async def capturing(message: dict[str, Any]) -> None:
+        nonlocal size
+        if message.get("type") == "http.response.body" and size <= _MAX_RESPONSE:
+            body = message.get("body", b"")
+            size += len(body)
+            if size <= _MAX_RESPONSE:
+                chunks.append(body)
+            else:
+                chunks.clear()
+        await send(message)
+
+    return capturing, chunks
+
+
+def _json_body(chunks: list[bytes] | None) -> Any:
+    if not chunks:
+        return None
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        return None  # protobuf, a table as text, or cut short
