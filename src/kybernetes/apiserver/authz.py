@@ -181,8 +181,8 @@ async def review(authz: Authorizer, req: Request, res: Resource, ns: str) -> Obj
                                 subresource=a.subresource, name=a.name)
         allowed, reason = await authz.decide(a)
         status = {"allowed": allowed}
-        if allowed and rbac.MASTERS not in a.groups:
-            status["reason"] = "" if (await authz.nodes.authorize(a))[0] else "allowed by RBAC"
+        if allowed and rbac.MASTERS not in a.groups and not (await authz.nodes.authorize(a))[0]:
+            status["reason"] = "allowed by RBAC"
         elif reason:
             status["reason"] = reason
     return {"kind": kind, "apiVersion": res.api_version,
