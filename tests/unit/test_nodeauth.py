@@ -350,3 +350,11 @@ async def test_can_i_agrees(cluster: Cluster) -> None:
     assert not await can("n1", "patch", "nodes", "n2", ns="")
     assert not await can("n1", "get", "secrets", "anything")
     assert not await can("alice", "delete", "pods", "p1"), "nobody else gains anything"
+
+
+async def test_dry_run_csr_is_neither_stored_nor_signed(cluster: Cluster) -> None:
+    req, _ = certificates.make_request("system:node:n1", ["system:nodes"])
+    async with cluster.http(cluster.join_token) as c:
+        await ok(await c.post(CSRS + "?dryRun=All", json=certificates.node_csr("n1", req)))
+    async with cluster.http("t") as admin:
+        assert (await ok(await admin.get(CSRS)))["items"] == []
