@@ -147,8 +147,11 @@ def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machines]:
             second.start()
             m.servers.append(second)
             servers = ",".join(f"https://{LAN}.1:{s.port}" for s in m.servers)
+            # each joins with the first server's join token (a bootstrap token) and gets a
+            # node certificate of its own
+            join_token = (first.data_dir / "join-token").read_text().strip()
             for host in m.hosts:
-                host.start_agent(servers, first.token, first.ca, base / f"{host.name}.log")
+                host.start_agent(servers, join_token, first.ca, base / f"{host.name}.log")
             wait_for("3 Ready nodes", lambda: len([
                 n for n in first.kubectl_json("get", "nodes")["items"]
                 if any(c["type"] == "Ready" and c["status"] == "True"
@@ -206,6 +209,10 @@ def test_the_servers_share_one_cluster(machines: Machines) -> None:
         (a if i % 2 else b).kubectl("create", "service", "clusterip", f"svc-{i}", "--tcp=80")
     ips = {b.kubectl_json("get", "service", f"svc-{i}")["spec"]["clusterIP"] for i in range(4)}
     assert len(ips) == 4
+    csrs = b.kubectl_json("get", "csr")["items"]
+    assert sorted(c["spec"]["username"] for c in csrs) == ["system:bootstrap:" + (
+        a.data_dir / "join-token").read_text().split(".")[0]] * HOSTS
+    assert all((h.data_dir / "pki" / "node-client.crt").exists() for h in machines.hosts)
     nodes = {n["metadata"]["name"]: n for n in b.kubectl_json("get", "nodes")["items"]}
     assert sorted(nodes) == [h.name for h in machines.hosts]
     for h in machines.hosts:

@@ -71,6 +71,8 @@ _TABLE: list[tuple[str, str, str, str, bool, tuple[str, ...], tuple[str, ...], t
      (), (), "io.k8s.api.rbac.v1."),
     ("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",), (), (),
      "io.k8s.api.storage.v1."),
+    ("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests",
+     False, ("csr",), (), ("status", "approval"), "io.k8s.api.certificates.v1."),
     ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
      False, ("crd", "crds"), (), ("status",),
      "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1."),

@@ -1080,6 +1080,27 @@ def _priority_class(pc: Obj, now: float) -> list[Any]:
             str(pc.get("preemptionPolicy") or "")]
 
 
+@_table("certificates.k8s.io", "CertificateSigningRequest", _NAME, _AGE,
+        _Col("SignerName", "string", "@certificates.v1.CertificateSigningRequestSpec.signerName"),
+        _Col("Requestor", "string", "Name of the user that created the request."),
+        _Col("RequestedDuration", "string",
+             "@certificates.v1.CertificateSigningRequestSpec.expirationSeconds"),
+        _Col("Condition", "string", "Whether the request is approved, denied, issued or "
+             "pending."))
+def _csr(csr: Obj, now: float) -> list[Any]:
+    spec, status = _spec(csr), _status(csr)
+    types = [str(c.get("type")) for c in status.get("conditions") or []
+             if isinstance(c, dict) and c.get("type") in ("Approved", "Denied", "Failed")]
+    words: list[str] = [t for t in ("Approved", "Denied", "Failed") if t in types]
+    if status.get("certificate"):
+        words.append("Issued")
+    secs = spec.get("expirationSeconds")
+    return [_name(csr), _age(csr, now), str(spec.get("signerName") or ""),
+            str(spec.get("username") or ""),
+            short_human_duration(float(secs)) if isinstance(secs, int) else "<none>",
+            ",".join(words) or "Pending"]
+
+
 @_table("coordination.k8s.io", "Lease", _NAME,
         _Col("Holder", "string", "@coordination.v1.LeaseSpec.holderIdentity"), _AGE)
 def _lease(lease: Obj, now: float) -> list[Any]:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from kybernetes.api import certificates, nodeauth
 from kybernetes.api.selectors import SelectorError, from_label_selector
 
 Obj = dict[str, Any]
@@ -317,7 +318,25 @@ def default_cluster_roles() -> list[Obj]:
              "resources": ["selfsubjectreviews"]}]),
         _cluster_role("system:public-info-viewer", [{"nonResourceURLs": _PUBLIC_URLS,
                                                      "verbs": ["get"]}]),
+        # TLS bootstrapping: a join token may ask for a node client certificate, which is
+        # approved at once; a node may renew its own (upstream's and kubeadm's roles)
+        _cluster_role("system:node-bootstrapper", [
+            {"apiGroups": [certificates.GROUP], "resources": ["certificatesigningrequests"],
+             "verbs": ["create", "get", "list", "watch"]}]),
+        _cluster_role(NODE_CLIENT_ROLE, [
+            {"apiGroups": [certificates.GROUP],
+             "resources": ["certificatesigningrequests/nodeclient"], "verbs": ["create"]}]),
+        _cluster_role(SELF_NODE_CLIENT_ROLE, [
+            {"apiGroups": [certificates.GROUP],
+             "resources": ["certificatesigningrequests/selfnodeclient"], "verbs": ["create"]}]),
+        # what the Node authorizer grants a node, for reference (bound to nobody, as
+        # upstream's: binding it would let any node act on every other node's objects)
+        _cluster_role("system:node", nodeauth.NODE_RULES),
     ]
+
+
+NODE_CLIENT_ROLE = "system:certificates.k8s.io:certificatesigningrequests:nodeclient"
+SELF_NODE_CLIENT_ROLE = "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"
 
 
 def default_cluster_role_bindings() -> list[Obj]:
@@ -327,4 +346,10 @@ def default_cluster_role_bindings() -> list[Obj]:
         _binding("system:basic-user", "system:basic-user", AUTHENTICATED),
         _binding("system:public-info-viewer", "system:public-info-viewer", AUTHENTICATED,
                  UNAUTHENTICATED),
+        _binding("kyb:kubelet-bootstrap", "system:node-bootstrapper",
+                 certificates.DEFAULT_NODE_TOKEN_GROUP),
+        _binding("kyb:node-autoapprove-bootstrap", NODE_CLIENT_ROLE,
+                 certificates.DEFAULT_NODE_TOKEN_GROUP),
+        _binding("kyb:node-autoapprove-certificate-rotation", SELF_NODE_CLIENT_ROLE,
+                 certificates.NODES_GROUP),
     ]

@@ -38,6 +38,8 @@ UPDATE_VALIDATORS: dict[GroupKind, list[UpdateValidator]] = {}
 CREATE_HOOKS: dict[GroupKind, list[Hook]] = {}
 UPDATE_HOOKS: dict[GroupKind, list[UpdateHook]] = {}
 STATUS_VALIDATORS: dict[GroupKind, list[UpdateValidator]] = {}
+SubresourceHook = Callable[[Obj, Obj, str], None]
+STATUS_HOOKS: dict[GroupKind, list[SubresourceHook]] = {}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,6 +70,13 @@ def update_validator(group: str, kind: str) -> Callable[[F], F]:
 def status_validator(group: str, kind: str) -> Callable[[F], F]:
     """Register ``fn(new, old) -> [FieldError]`` run on updates of the status subresource."""
     return _register(STATUS_VALIDATORS, group, kind)
+
+
+def on_status_update(group: str, kind: str) -> Callable[[F], F]:
+    """Register ``fn(new, old, subresource)`` run on writes of a status-like subresource
+    (``status``, a CSR's ``approval``) after the generic preparation, to keep what that
+    subresource may not change."""
+    return _register(STATUS_HOOKS, group, kind)
 
 
 def on_create(group: str, kind: str) -> Callable[[F], F]:
@@ -163,9 +172,10 @@ class Strategy:
         for hook in UPDATE_HOOKS.get(self.gk, ()):
             hook(new, old)
 
-    def prepare_status_update(self, new: Obj, old: Obj) -> Obj:
+    def prepare_status_update(self, new: Obj, old: Obj, subresource: str = "status") -> Obj:
         """A write to ``/status``: the status (and, for built-in kinds, annotations) come
         from the request; spec and the rest of the metadata stay as stored."""
+        load_kind_code()
         out = {k: v for k, v in old.items() if k != "status"}
         md = dict(old["metadata"])
         req = new.get("metadata") or {}
@@ -186,6 +196,8 @@ class Strategy:
         out["metadata"] = md
         if "status" in new:
             out["status"] = new["status"]
+        for hook in STATUS_HOOKS.get(self.gk, ()):
+            hook(out, old, subresource)
         return out
 
     def default(self, obj: Obj) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
-from kybernetes.api import rbac, storage
+from kybernetes.api import certificates, rbac, storage
 from kybernetes.api.errors import FieldError, StatusError
 from kybernetes.api.registry import Resource
-from kybernetes.apiserver import authz, limitrange, quota
+from kybernetes.apiserver import authz, limitrange, noderestriction, quota
 from kybernetes.apiserver.allocators import AllocationError, service_owner
 from kybernetes.apiserver.context import Context
 
@@ -41,8 +41,11 @@ async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool,
                 res.plural, obj["metadata"].get("name") or obj["metadata"].get("generateName", ""),
                 f"unable to create new content in namespace {ns} because it is being terminated",
                 res.group)
+    noderestriction.admit_create(res, obj, user)
     if res.group == "" and res.kind == "Service":
         await _allocate_service(ctx, obj, None, dry_run=dry_run)
+    elif res.group == certificates.GROUP and res.kind == "CertificateSigningRequest":
+        _admit_csr(obj, user)
     elif res.group == "" and res.kind == "Pod":
         await _admit_pod(ctx, obj)
         default_toleration_seconds(obj, *ctx.extra.get(
@@ -60,6 +63,30 @@ async def admit_create(ctx: Context, res: Resource, obj: Obj, *, dry_run: bool,
         if res.group == "" and res.kind == "Service" and not dry_run:
             await on_deleted(ctx, res, obj)  # give back the addresses just allocated
         raise
+
+
+def _admit_csr(csr: Obj, user: Any) -> None:
+    """Who asks is recorded in the request (upstream's CSR PrepareForCreate), and
+    CertificateSubjectRestriction: no ``system:masters`` client certificates."""
+    spec = csr.setdefault("spec", {})
+    for k in ("username", "uid", "groups", "extra"):
+        spec.pop(k, None)
+    if user is not None:
+        spec["username"] = user.name
+        if user.uid:
+            spec["uid"] = user.uid
+        if user.groups:
+            spec["groups"] = list(user.groups)
+    if spec.get("signerName") == certificates.CLIENT_SIGNER:
+        try:
+            _, orgs = certificates.subject(certificates.parse_request(csr))
+        except ValueError:
+            return  # validation said why already
+        if rbac.MASTERS in orgs:
+            raise StatusError.forbidden(
+                "certificatesigningrequests", csr["metadata"].get("name") or "",
+                f"use of {certificates.CLIENT_SIGNER} signer with {rbac.MASTERS} group is "
+                "not allowed", certificates.GROUP)
 
 
 SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -122,7 +149,10 @@ async def _admit_claim(ctx: Context, claim: Obj) -> None:
 
 
 async def admit_update(ctx: Context, res: Resource, new: Obj, old: Obj, *, dry_run: bool,
-                       user: Any = None) -> None:
+                       user: Any = None, subresource: str = "") -> None:
+    noderestriction.admit_update(res, new, old, user, subresource)
+    if subresource in ("status", "approval"):
+        return
     if res.group == "" and res.kind == "Service":
         await _allocate_service(ctx, new, old, dry_run=dry_run)
     elif res.group == rbac.GROUP and user is not None:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from kybernetes.api import rbac
+from kybernetes.api import certificates, meta, rbac
 from kybernetes.api.errors import StatusError
 from kybernetes.api.registry import Resource
 from kybernetes.api.selectors import (
@@ -221,7 +221,7 @@ class APIServer:
         received = datetime.now(UTC) if self.audit is not None else None
         code = 500
         try:
-            req.user = self.authenticate(req)
+            req.user = await self.authenticate(req)
             if req.user is not None and req.user.bound:
                 await self.check_bound(req.user)
             if req.user is not None and b"impersonate-user" in headers:
@@ -264,17 +264,53 @@ class APIServer:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def authenticate(self, req: Request) -> User | None:
+    async def authenticate(self, req: Request) -> User | None:
         auth = req.headers.get(b"authorization")
         if not auth:
             return self.user_from_cert(req.scope)
         scheme, _, token = auth.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise StatusError.unauthorized()
-        user = self.authenticate_token(token.strip())
+        user = await self.authenticate_bearer(token.strip())
         if user is None:
             raise StatusError.unauthorized()
         return user
+
+    async def authenticate_bearer(self, token: str) -> User | None:
+        """The user of a bearer token: a static or service-account token, or a bootstrap
+        token (a kube-system Secret, looked up)."""
+        user = self.authenticate_token(token)
+        if user is None and certificates.parse_bootstrap_token(token) is not None:
+            user = await self.authenticate_bootstrap_token(token)
+        return user
+
+    async def authenticate_bootstrap_token(self, token: str) -> User | None:
+        """Upstream's bootstrap token authenticator: ``<id>.<secret>`` is user
+        ``system:bootstrap:<id>`` while the Secret ``kube-system/bootstrap-token-<id>``
+        holds that secret, is for authentication and has not expired."""
+        parsed = certificates.parse_bootstrap_token(token)
+        res = self.ctx.registry.get("", "v1", "secrets")
+        if parsed is None or res is None:
+            return None
+        tid, secret = parsed
+        kv = await self.ctx.backend.get(res.key(
+            "kube-system", certificates.BOOTSTRAP_SECRET_PREFIX + tid))
+        if kv is None:
+            return None
+        obj = orjson.loads(kv.value)
+        groups = certificates.bootstrap_token_groups(obj)
+        data = certificates.secret_data(obj)
+        if groups is None or data.get("token-id", tid) != tid or \
+                not hmac.compare_digest(data.get("token-secret", "").encode(), secret.encode()):
+            return None
+        expiration = data.get("expiration")
+        if expiration:
+            when = meta.parse_time(expiration)
+            if when is None or when <= self.ctx.clock.now():
+                log.info("bootstrap token %s has expired", tid)
+                return None
+        return User(certificates.BOOTSTRAP_USER_PREFIX + tid,
+                    (*groups, "system:authenticated"))
 
     @staticmethod
     def user_from_cert(scope: Scope) -> User | None:
@@ -545,7 +581,7 @@ class APIServer:
 
     async def dispatch(self, req: Request, res: Resource, ns: str, name: str, sub: str) -> int:
         m = req.method
-        if sub and sub not in ("status",):
+        if sub and sub not in ("status", "approval"):
             return await subresources.dispatch(self, req, res, ns, name, sub)
         if m == "GET":
             if not name:

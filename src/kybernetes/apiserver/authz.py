@@ -1,5 +1,9 @@
 """Authorization: RBAC over the stored roles and bindings, for every request.
 
+Nodes first: a node agent's credential is decided by the Node authorizer
+(:mod:`.nodeauthz`), which allows or has no opinion; RBAC then decides the rest, and a
+refusal carries the Node authorizer's reason.
+
 The four RBAC kinds are mirrored in-process (:class:`~.watchcache.KindCache`, current as of
 every acknowledged write) and indexed into an :class:`~kybernetes.api.rbac.Snapshot`, built
 again only when one of them changed. Members of ``system:masters`` (the admin kubeconfig,
@@ -16,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kybernetes.api import rbac
+from kybernetes.api import nodeauth, rbac
 from kybernetes.api.errors import FieldError, StatusError
 from kybernetes.api.registry import Resource
 from kybernetes.apiserver import codec
+from kybernetes.apiserver.nodeauthz import NodeAuthorizer
 
 if TYPE_CHECKING:
     from kybernetes.apiserver.app import Request, User
@@ -39,6 +44,7 @@ class Authorizer:
         self._caches: list[KindCache] | None = None
         self._snapshot: rbac.Snapshot | None = None
         self._generations: tuple[int, ...] = ()
+        self.nodes = NodeAuthorizer(ctx)
 
     async def snapshot(self) -> rbac.Snapshot:
         if self._caches is None:
@@ -58,15 +64,25 @@ class Authorizer:
             self._generations = generations
         return self._snapshot
 
-    async def allows(self, a: rbac.Attributes) -> bool:
+    async def decide(self, a: rbac.Attributes) -> tuple[bool, str]:
+        """(allowed, why not): the Node authorizer, then RBAC."""
         if rbac.MASTERS in a.groups:
-            return True
-        return (await self.snapshot()).allows(a)
+            return True, ""
+        allowed, reason = await self.nodes.authorize(a)
+        if allowed:
+            return True, ""
+        if (await self.snapshot()).allows(a):
+            return True, ""
+        return False, reason
+
+    async def allows(self, a: rbac.Attributes) -> bool:
+        return (await self.decide(a))[0]
 
     async def check(self, a: rbac.Attributes, res: Resource | None = None) -> None:
         """Raise the 403 upstream answers when ``a`` is not allowed."""
-        if not await self.allows(a):
-            raise forbidden(a, res)
+        allowed, reason = await self.decide(a)
+        if not allowed:
+            raise forbidden(a, res, reason)
 
 
 def attributes(user: User, verb: str, *, namespace: str = "", group: str = "",
@@ -86,8 +102,8 @@ def request_verb(req: Request, name: str, sub: str) -> str:
             "DELETE": "delete" if name or sub else "deletecollection"}.get(m, m.lower())
 
 
-def forbidden(a: rbac.Attributes, res: Resource | None) -> StatusError:
-    message = rbac.forbidden_message(a)
+def forbidden(a: rbac.Attributes, res: Resource | None, reason: str = "") -> StatusError:
+    message = rbac.forbidden_message(a) + (f": {reason}" if reason else "")
     if not a.resource_request:
         return StatusError(403, "Forbidden", f"forbidden: {message}")
     qualified = f"{a.resource}.{a.api_group}" if a.api_group else a.resource
@@ -137,6 +153,8 @@ async def review(authz: Authorizer, req: Request, res: Resource, ns: str) -> Obj
                   {"nonResourceURLs": ["*"], "verbs": ["*"]}]
                  if rbac.MASTERS in req.user.groups
                  else list(snap.rules_for(req.user.name, req.user.groups, namespace)))
+        if nodeauth.node_name(req.user.name, req.user.groups) is not None:
+            rules += nodeauth.NODE_RULES
         status: Obj = {
             "resourceRules": [{k: r[k] for k in ("verbs", "apiGroups", "resources",
                                                    "resourceNames") if r.get(k)}
@@ -161,10 +179,12 @@ async def review(authz: Authorizer, req: Request, res: Resource, ns: str) -> Obj
             a = rbac.Attributes(a.user, a.groups, a.verb, namespace=ns,
                                 api_group=a.api_group, resource=a.resource,
                                 subresource=a.subresource, name=a.name)
-        allowed = await authz.allows(a)
+        allowed, reason = await authz.decide(a)
         status = {"allowed": allowed}
-        if allowed and rbac.MASTERS not in a.groups:
+        if allowed and rbac.MASTERS not in a.groups and not (await authz.nodes.authorize(a))[0]:
             status["reason"] = "allowed by RBAC"
+        elif reason:
+            status["reason"] = reason
     return {"kind": kind, "apiVersion": res.api_version,
             "metadata": body.get("metadata") or {}, "spec": spec, "status": status}
 

@@ -11,13 +11,15 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from kybernetes.api import rbac, storage
+from kybernetes.api import certificates, rbac, storage
 from kybernetes.api.errors import StatusError
 from kybernetes.api.registry import Resource
+from kybernetes.apiserver import certs
 from kybernetes.apiserver.context import Options
 from kybernetes.store import StoreError
 
@@ -108,6 +110,23 @@ class Bootstrap:
         for kv in page.items:
             if b'"deletionTimestamp"' not in kv.value:
                 await self.ensure_namespace_objects(kv.key.rsplit("/", 1)[-1])
+
+    async def ensure_join_token(self, path: Path) -> str:
+        """The join token of a new cluster: on the first start, a bootstrap token (a
+        kube-system Secret, no expiry) whose group may ask for node client certificates,
+        written to ``path`` (mode 0600). Later starts read the file again and never
+        recreate the Secret: deleting it revokes the token."""
+        if path.exists():
+            return path.read_text().strip()
+        token = certificates.new_bootstrap_token()
+        secret = certificates.bootstrap_token_secret(
+            token, description="kyb agent join token, made by kyb server on its first start",
+            extra_groups=[certificates.DEFAULT_NODE_TOKEN_GROUP])
+        await self.server.store(self._res("", "v1", "secrets")).create(
+            "kube-system", secret, _MANAGER)
+        certs.write_private(path, token.encode() + b"\n")
+        log.info("join token written to %s", path)
+        return token
 
     async def _ensure_endpoints(self) -> None:
         """This server in the ``kubernetes`` Service's endpoints, now (then kept by

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 _VALID_DAYS = 3650
+KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
 
 
 @dataclass
@@ -24,6 +25,9 @@ class PKI:
     server_cert: Path
     server_key: Path
     admin_token: str
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
+    """The API server's client certificate for node agents (CN KUBELET_CLIENT_CN)."""
 
     @property
     def ca_pem(self) -> bytes:
@@ -140,7 +144,15 @@ def ensure_pki(data_dir: Path, *, extra_hosts: list[str] | None = None) -> PKI:
         _write(stamp_p, stamp.encode(), 0o644)
     if not token_p.exists():
         _write(token_p, secrets.token_urlsafe(32).encode())
-    return PKI(pki, ca_cert_p, ca_key_p, srv_cert_p, srv_key_p, token_p.read_text().strip())
+    kubelet_cert_p, kubelet_key_p = pki / "apiserver-kubelet-client.crt", \
+        pki / "apiserver-kubelet-client.key"
+    if not (kubelet_cert_p.exists() and kubelet_key_p.exists()):
+        # what the API server shows node agents it proxies logs and exec to
+        cert_pem, key_pem = issue_client_cert(pki, KUBELET_CLIENT_CN, [], days=_VALID_DAYS)
+        _write(kubelet_key_p, key_pem)
+        _write(kubelet_cert_p, cert_pem, 0o644)
+    return PKI(pki, ca_cert_p, ca_key_p, srv_cert_p, srv_key_p, token_p.read_text().strip(),
+               kubelet_cert_p, kubelet_key_p)
 
 
 def kubeconfig(server: str, ca_pem: bytes, token: str, *, name: str = "kybernetes",
@@ -171,6 +183,11 @@ def kubeconfig(server: str, ca_pem: bytes, token: str, *, name: str = "kybernete
 
 def write_kubeconfig(path: Path, text: str) -> None:
     _write(path, text.encode())
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner may read (mode 0600), atomically."""
+    _write(path, data)
 
 
 def issue_client_cert(pki: Path, user: str, groups: list[str], *,
@@ -219,3 +236,33 @@ def user_from_peercert(cert: dict[str, Any] | None) -> tuple[str, list[str]] | N
             elif key == "organizationName":
                 orgs.append(value)
     return (cn, orgs) if cn else None
+
+
+def sign_request(pki: Path, request_pem: bytes, *, usages: list[str],
+                 seconds: int = 365 * 86400) -> bytes:
+    """A certificate for a PKCS#10 request, signed by the cluster CA: the request's subject
+    and key, the key usages and extended key usages asked for (as upstream's
+    ``csrsigning`` controller maps them). Returns the certificate's PEM."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    req = x509.load_pem_x509_csr(request_pem)
+    now = datetime.datetime.now(datetime.UTC)
+    not_after = min(now + datetime.timedelta(seconds=seconds), ca_cert.not_valid_after_utc)
+    eku = [oid for usage, oid in (("client auth", ExtendedKeyUsageOID.CLIENT_AUTH),
+                                  ("server auth", ExtendedKeyUsageOID.SERVER_AUTH))
+           if usage in usages]
+    builder = (x509.CertificateBuilder().subject_name(req.subject).issuer_name(ca_cert.subject)
+               .public_key(req.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(not_after)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(
+                   "digital signature" in usages, False, "key encipherment" in usages, False,
+                   False, False, False, False, False), critical=True))
+    if eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    return cert.public_bytes(serialization.Encoding.PEM)

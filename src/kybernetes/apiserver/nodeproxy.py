@@ -9,16 +9,19 @@ request to the agent's kubelet-style path (``/exec/{ns}/{pod}/{container}``,
 byte tunnel: the API server does not need to understand the framing.
 
 The agent's serving certificate is not verified (kube-apiserver's default without
-``--kubelet-certificate-authority``); the API server presents its own bearer token.
+``--kubelet-certificate-authority``); the API server presents the agents' shared bearer
+token and its kubelet client certificate (for agents that joined with a certificate).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -43,10 +46,16 @@ _FORWARD_HEADERS = (b"connection", b"upgrade", b"sec-websocket-key", b"sec-webso
 _ADDRESS_ORDER = ("InternalIP", "Hostname", "ExternalIP", "InternalDNS", "ExternalDNS")
 
 
-def _agent_context() -> ssl.SSLContext:
+@functools.lru_cache(maxsize=4)
+def _agent_context(client_cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    """TLS to agents: their serving certificates are not verified (as kube-apiserver's
+    default); the API server shows its kubelet client certificate, which agents that
+    joined with a certificate of their own trust (CN kube-apiserver-kubelet-client)."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if client_cert is not None:
+        ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
     return ctx
 
 
@@ -106,7 +115,7 @@ def agent_endpoint(node: Obj) -> tuple[str, int] | None:
 
 async def agent_get(server: APIServer, host: str, port: int, path: str) -> tuple[int, bytes]:
     """A plain GET of ``path`` on an agent: (status code, body)."""
-    reader, writer = await _open(host, port)
+    reader, writer = await _open(server, host, port)
     try:
         writer.write(_head("GET", path, f"{host}:{port}",
                            [(b"accept", b"application/json"), (b"connection", b"close")],
@@ -153,10 +162,12 @@ def _head(method: str, path: str, host: str, headers: list[tuple[bytes, bytes]],
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-async def _open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _open(server: APIServer, host: str, port: int
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     try:
         return await asyncio.wait_for(asyncio.open_connection(
-            host, port, ssl=_agent_context(), server_hostname=host), 10)
+            host, port, ssl=_agent_context(server.ctx.extra.get("agent_client_cert")),
+            server_hostname=host), 10)
     except (OSError, TimeoutError) as e:
         raise StatusError.internal(
             f"error dialing backend: dial tcp {host}:{port}: {e}") from None
@@ -173,7 +184,7 @@ async def proxy_request(server: APIServer, req: Request, res: Resource, ns: str,
                           keep_blank_values=True):
         query.setdefault(k, []).append(v)
     host, port, path = await agent_target(server, ns, name, sub, query)
-    reader, writer = await _open(host, port)
+    reader, writer = await _open(server, host, port)
     try:
         writer.write(_head("GET", path, f"{host}:{port}", [(b"accept", b"*/*")],
                            server.ctx.extra.get("agent_token", "")))
@@ -208,7 +219,7 @@ async def upgrade(server: APIServer, scope: dict[str, Any], conn: Any) -> None:
         headers = list(scope["headers"])
         auth = dict(headers).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = auth.partition(" ")
-        user = (server.authenticate_token(token.strip()) if scheme.lower() == "bearer"
+        user = (await server.authenticate_bearer(token.strip()) if scheme.lower() == "bearer"
                 else None if auth else server.user_from_cert(scope))
         if user is None:
             raise StatusError.unauthorized()
@@ -229,7 +240,7 @@ async def upgrade(server: APIServer, scope: dict[str, Any], conn: Any) -> None:
                               keep_blank_values=True):
             query.setdefault(k, []).append(v)
         host, port, path = await agent_target(server, ns, name, sub, query)
-        reader, writer = await _open(host, port)
+        reader, writer = await _open(server, host, port)
     except StatusError as e:
         if transport is not None:
             transport.write(_error_response(e))

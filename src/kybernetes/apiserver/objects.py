@@ -43,6 +43,8 @@ _PATCH_RETRIES = 5
 _LIST_CHUNK = 500
 _CREATE_ON_UPDATE = {("", "Endpoints"), ("coordination.k8s.io", "Lease"), ("", "Event"),
                      ("events.k8s.io", "Event")}
+_STATUS_LIKE = ("status", "approval")
+"""Subresources that write (part of) the status and nothing else (a CSR's approval)."""
 _SERVER_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
                 "selfLink")
 
@@ -386,8 +388,8 @@ class ObjectStore:
             raise StatusError(409, "Conflict",
                               f"Precondition failed: UID in precondition: {new_md['uid']}, UID in "
                               f"object meta: {old['metadata'].get('uid')}")
-        if subresource == "status":
-            new = self.strategy.prepare_status_update(new, old)
+        if subresource in _STATUS_LIKE:
+            new = self.strategy.prepare_status_update(new, old, subresource)
             errs = self.strategy.validate_status_update(new, old)
         else:
             for k in _SERVER_META:
@@ -403,9 +405,9 @@ class ObjectStore:
             errs += self.strategy.validate_update(new, old)
         if errs:
             raise self.invalid(name, errs)
-        if subresource != "status":
-            await admission.admit_update(self.ctx, self.storage_res, new, old,
-                                         dry_run=opts.dry_run, user=opts.user)
+        await admission.admit_update(self.ctx, self.storage_res, new, old,
+                                     dry_run=opts.dry_run, user=opts.user,
+                                     subresource=subresource)
         self._track_fields(old, new, opts, subresource)
         new["metadata"].pop("resourceVersion", None)
         old_md = old["metadata"]

@@ -29,6 +29,7 @@ from kybernetes.apiserver.audit import AuditLog, load_policy
 from kybernetes.apiserver.bootstrap import APIServerEndpoints, Bootstrap
 from kybernetes.apiserver.context import Context
 from kybernetes.apiserver.crds import CRDManager
+from kybernetes.apiserver.csrsigning import CSRSigner
 from kybernetes.apiserver.http import HTTPServer
 from kybernetes.apiserver.metrics import Metrics, TimedBackend
 from kybernetes.apiserver.serviceaccounts import TokenIssuer
@@ -126,6 +127,8 @@ class ControlPlane:
         self._members: APIServerEndpoints | None = None
         self._members_task: asyncio.Task[Any] | None = None
         self.kubeconfig_path = data_dir / "kubeconfig"
+        self.join_token_path = data_dir / "join-token"
+        self.join_token = ""
         self.pki: certs.PKI | None = None
 
     @property
@@ -174,13 +177,17 @@ class ControlPlane:
         if not ipaddress.ip_address(self.advertise_address).is_loopback:
             self._members = APIServerEndpoints(bootstrap)
             self._members_task = spawn(self._members.run(), name="apiserver-endpoints")
+        self.join_token = await bootstrap.ensure_join_token(self.join_token_path)
+        signer = CSRSigner(api, pki_dir=pki.dir)
+        await signer.resync()
         ctx_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx_ssl.load_cert_chain(str(pki.server_cert), str(pki.server_key))
         # client certificates signed by the cluster CA authenticate (kyb kubeconfig)
         ctx_ssl.load_verify_locations(cafile=str(pki.ca_cert))
         ctx_ssl.verify_mode = ssl.CERT_OPTIONAL
         self._http = HTTPServer(api, ssl_context=ctx_ssl, upgrade_handler=api.handle_upgrade)
-        ctx.extra["agent_token"] = pki.admin_token  # until node agents get their own
+        ctx.extra["agent_token"] = pki.admin_token  # node agents given the admin token
+        ctx.extra["agent_client_cert"] = (pki.kubelet_client_cert, pki.kubelet_client_key)
         ctx.extra["token_issuer"] = issuer
         ctx.extra["toleration_seconds"] = self.toleration_seconds
         await self._http.start(self.host, self.port)

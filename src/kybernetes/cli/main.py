@@ -409,7 +409,10 @@ def controller_manager(kubeconfig: Path | None, leader_elect: bool,
 
 @main.command()
 @click.option("--server", "server_url", required=True, help="The API server, https://HOST:PORT.")
-@click.option("--token", required=True, help="Bearer token to authenticate with.")
+@click.option("--token", required=True,
+              help="A join token (DATA_DIR/join-token of kyb server): the agent asks for a "
+                   "client certificate of its own and keeps it in its data dir; or a bearer "
+                   "token to authenticate with as it is.")
 @click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CA bundle of the API server (default: do not verify it).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),

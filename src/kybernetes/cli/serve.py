@@ -168,6 +168,11 @@ async def run_agent(*, server_url: str, token: str, ca_file: Path | None, data_d
     data_dir.mkdir(parents=True, exist_ok=True)
     cfg = Config.for_server(server_url, token, ca_file.read_bytes() if ca_file else None)
     cfg.insecure = ca_file is None
+    if is_bootstrap_token(token):
+        joined = await _node_credential(cfg, data_dir, opts, stop)
+        if joined is None:
+            return 1 if not stop.is_set() else 0
+        cfg = joined
     client = Client(cfg)
     try:
         stop_agent = await _start_agent(client, data_dir, opts, address=opts.address or
@@ -181,6 +186,39 @@ async def run_agent(*, server_url: str, token: str, ca_file: Path | None, data_d
     await stop_agent()
     await client.aclose()
     return 0
+
+
+def is_bootstrap_token(token: str) -> bool:
+    from kybernetes.api.certificates import parse_bootstrap_token
+
+    return parse_bootstrap_token(token) is not None
+
+
+async def _node_credential(cfg: Any, data_dir: Path, opts: AgentOptions,
+                           stop: asyncio.Event) -> Any:
+    """TLS bootstrapping: the node's own certificate in place of the bootstrap token
+    (None when stopped first or refused)."""
+    from kybernetes.aio.tasks import cancel_and_wait, spawn
+    from kybernetes.kubelet.credential import node_credential
+    from kybernetes.kubelet.node import default_node_name
+
+    if cfg.insecure:
+        log.warning("no --ca-file: the API server is not verified, and its requests to "
+                    "this agent (logs, exec, port-forward) cannot be authenticated")
+    task = spawn(node_credential(cfg, data_dir=data_dir,
+                                 node_name=opts.node_name or default_node_name()),
+                 name="tls-bootstrap")
+    stopping = spawn(stop.wait(), name="stop-signal")
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await cancel_and_wait(stopping)
+    if not task.done():
+        await cancel_and_wait(task)
+        return None
+    try:
+        return task.result()
+    except Exception as e:
+        log.error("cannot join %s: %s", cfg.server, e)
+        return None
 
 
 def default_address() -> str:
@@ -379,6 +417,9 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
                                         controller_options=controller_options,
                                         dashboard_interval=dashboard_interval)
     print(f"kybernetes is ready: export KUBECONFIG={cp.kubeconfig_path}", flush=True)
+    print(f"to join a node: kyb agent --server https://{cp.advertise_address}:{cp.port} "
+          f"--token $(cat {cp.join_token_path}) --ca-file "
+          f"{cp.pki.ca_cert if cp.pki else ''}", flush=True)
     if datastore:
         print(f"to add a server: kyb server --datastore {datastore} --join --token "
               f"$(cat {cp.data_dir / 'pki' / 'server.token'})", flush=True)

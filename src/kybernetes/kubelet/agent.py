@@ -67,8 +67,17 @@ class NodeAgent:
             patch: Obj = {"metadata": {"labels": want["metadata"]["labels"]}}
             if self.cfg.taints:
                 patch["spec"] = {"taints": self.cfg.taints}
-            node = await self.client.patch("v1", "nodes", self.cfg.name, patch,
-                                           patch_type="strategic")
+            try:
+                node = await self.client.patch("v1", "nodes", self.cfg.name, patch,
+                                               patch_type="strategic")
+            except StatusError as e:
+                if e.code != 403:
+                    raise
+                # NodeRestriction: a node's own credential may not change its taints
+                # or restricted labels once registered (upstream kubelet sets them only
+                # when it creates the Node)
+                log.warning("node %s keeps its labels and taints: %s", self.cfg.name,
+                            e.message)
         self.node = node
         await self.update_status()
         return node
@@ -141,7 +150,8 @@ class NodeAgent:
                 self.network_policy = NetworkPolicyEnforcer(
                     self.client, pod_cidr=self.cfg.pod_cidr, data_dir=self.cfg.data_dir)
                 await self.network_policy.start()
-            self.api = AgentAPI(self.pods, token=self.client.config.token or "")
+            self.api = AgentAPI(self.pods, token=self.client.config.token or "",
+                                client_ca=self.client.config.ca_data)
             await self.api.start(self.cfg.bind_address, self.cfg.port,
                                  self.cfg.data_dir / "pki")
             await self.pods.start()

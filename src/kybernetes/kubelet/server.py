@@ -10,7 +10,9 @@
   (kubelet's Summary API shape, see :mod:`kybernetes.kubelet.stats`);
 - ``GET /healthz``.
 
-Requests must carry the bearer token the agent was given.
+Requests must carry the bearer token the agent was given or, when the agent knows the
+cluster CA, the API server's kubelet client certificate (CN
+``kube-apiserver-kubelet-client``, signed by that CA).
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ if TYPE_CHECKING:
 Scope = dict[str, Any]
 
 
-def serving_context(pki_dir: Path, host: str) -> ssl.SSLContext:
+API_SERVER_CLIENT_CN = "kube-apiserver-kubelet-client"
+
+
+def serving_context(pki_dir: Path, host: str, client_ca: bytes | None = None
+                    ) -> ssl.SSLContext:
     """A self-signed serving certificate for the agent (the API server does not verify
     it, as kube-apiserver does not by default)."""
     cert, key = pki_dir / "agent.crt", pki_dir / "agent.key"
@@ -73,18 +79,23 @@ def serving_context(pki_dir: Path, host: str) -> ssl.SSLContext:
         cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(cert), str(key))
+    if client_ca:
+        ctx.load_verify_locations(cadata=client_ca.decode())
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
 
 
 class AgentAPI:
-    def __init__(self, pods: PodManager, *, token: str) -> None:
+    def __init__(self, pods: PodManager, *, token: str, client_ca: bytes | None = None
+                 ) -> None:
         self.pods = pods
         self.token = token
+        self.client_ca = client_ca
         self.http: HTTPServer | None = None
         self.stats = Stats(pods.cgroups.usage)
 
     async def start(self, host: str, port: int, pki_dir: Path) -> None:
-        ctx = serving_context(pki_dir, host)
+        ctx = serving_context(pki_dir, host, self.client_ca)
         self.http = HTTPServer(self, ssl_context=ctx, upgrade_handler=self.upgrade)
         await self.http.start(host, port)
 
@@ -172,9 +183,12 @@ class AgentAPI:
         return out
 
     def authorize(self, scope: Scope) -> None:
+        if self.client_ca and _common_name(scope.get("kyb.peercert")) == API_SERVER_CLIENT_CN:
+            return  # verified against the cluster CA by the TLS handshake
         auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.token):
+        if not self.token or scheme.lower() != "bearer" or \
+                not hmac.compare_digest(token.strip(), self.token):
             raise StatusError.unauthorized()
 
     def _pod(self, ns: str, name: str) -> dict[str, Any]:
@@ -216,6 +230,14 @@ class AgentAPI:
         async for chunk in read_logs(run.log, opts, running=run.running):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _common_name(cert: Any) -> str:
+    for rdn in (cert or {}).get("subject") or ():
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
 
 
 def _error_bytes(e: StatusError) -> bytes:

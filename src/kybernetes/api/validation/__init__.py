@@ -12,6 +12,7 @@ from kybernetes.api.validation import (  # noqa: F401  (each module registers it
     apps,
     autoscaling,
     batch,
+    certificates,
     coordination,
     core,
     discovery,
