@@ -113,16 +113,7 @@ class Cluster:
                         str(self.data_dir)], capture_output=True, check=False, cwd=REPO)
 
     def stop(self, *, kill: bool = False) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = stop_process(self.proc, kill=kill)
         self.proc = None
         return code
 
@@ -157,6 +148,22 @@ class Cluster:
         headers = {"Authorization": f"Bearer {self.token}"} if token else {}
         return httpx.Client(base_url=self.url, verify=self.ssl_context(), headers=headers,
                             timeout=30)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, *, kill: bool = False,
+                 timeout: float = 15) -> int:
+    """SIGTERM (or SIGKILL) ``proc``, SIGKILL it if it has not exited in ``timeout``
+    seconds; its exit code (0 if there was none)."""
+    if proc is None:
+        return 0
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0, *,

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.cluster import REPO, SCENARIOS, Cluster, free_port, wait_for
+from tests.e2e.cluster import REPO, SCENARIOS, Cluster, free_port, stop_process, wait_for
 from tests.e2e.test_pods import ready
 from tests.etcd import etcd_server
 
@@ -69,13 +69,7 @@ class Host:
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
 
     def stop_agent(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=20)
 
     def killall(self) -> None:
         subprocess.run(self.nsenter(sys.executable, "-m", "kybernetes.cli.main", "killall",

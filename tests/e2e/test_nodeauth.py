@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import REPO, Cluster, agent_cluster, free_port, wait_for
+from tests.e2e.cluster import REPO, Cluster, agent_cluster, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -46,16 +45,7 @@ class Agent:
         log.close()
 
     def stop(self) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = stop_process(self.proc)
         self.proc = None
         return code
 

@@ -242,6 +242,13 @@ def _ingress_allows(rule: Obj, policy_ns: str, target: PodInfo, cluster: _Cluste
     if ports is None:
         return []
     peers = [p for p in rule.get("from") or [] if isinstance(p, dict)]
+    return _peer_allows(peers, policy_ns, cluster, ports)
+
+
+def _peer_allows(peers: list[Obj], policy_ns: str, cluster: _Cluster,
+                 ports: tuple[Ports, ...]) -> list[Allow]:
+    """What ``peers`` allow on ``ports`` (no peers: everyone): one Allow for the pods
+    they cover, one per ipBlock."""
     if not peers:
         return [Allow(None, (), ports)]
     out: list[Allow] = []
@@ -265,20 +272,7 @@ def _egress_allows(rule: Obj, policy_ns: str, cluster: _Cluster) -> list[Allow]:
         ports = _ports(spec_ports, None)
         if ports is None:
             return []
-        if not peers:
-            return [Allow(None, (), ports)]
-        out: list[Allow] = []
-        ips: set[str] = set()
-        for peer in peers:
-            if "ipBlock" in peer:
-                block = _block(peer)
-                if block is not None:
-                    out.append(Allow((str(block[0]),), tuple(str(n) for n in block[1]), ports))
-            else:
-                ips.update(p.ip for p in cluster.peer_pods(peer, policy_ns))
-        if ips:
-            out.insert(0, Allow(tuple(sorted(ips, key=ipaddress.IPv4Address)), (), ports))
-        return out
+        return _peer_allows(peers, policy_ns, cluster, ports)
     # a named port means each destination pod's own number for it: one set of ports per
     # destination, so the destinations are the pods the peers cover
     dests: dict[str, PodInfo] = {}
