@@ -50,6 +50,9 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_args: list[str] = ["--agent-port", str(free_port()),
                                       "--pod-cidr", "10.42.201.0/24"]
+        log = os.environ.get("KYB_BENCH_SERVER_LOG", "")
+        self.log_path = Path(log) if log else None
+        """Where the server's log goes ($KYB_BENCH_SERVER_LOG; default: nowhere)."""
 
     @property
     def url(self) -> str:
@@ -57,11 +60,14 @@ class Server:
 
     def start(self) -> float:
         t0 = time.monotonic()
+        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kybernetes.cli.main", "server", "--data-dir",
              str(self.data_dir), "--port", str(self.port), "--bind-address", "127.0.0.1",
              "--advertise-address", "127.0.0.1", *self.extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        if not isinstance(log, int):
+            log.close()
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -80,7 +86,13 @@ class Server:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=20)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                # never leave it behind; the caller learns it did not stop in time
+                self.proc.kill()
+                self.proc.wait()
+                raise
 
     def stop_and_clean(self, tmp: Path) -> None:
         """Stop the server, stop the pods its node agent left running, remove ``tmp``."""

@@ -4,6 +4,11 @@ server: a ``kyb server`` with N fake nodes (status only, no processes), pods cre
 from the first create to the last binding, read from the scheduler's own metrics.
 
     python -m bench.scheduler [--nodes 5000] [--pods 10000] [--cases basic,spread,...]
+                              [--separate-scheduler]
+
+``--separate-scheduler`` runs the scheduler as its own ``kyb scheduler`` process (on the
+second core) beside ``kyb server --disable-scheduler``; bindings are then counted from the
+API server's request metrics, and CPU is reported per process.
 
 Prints JSON: per case, pods/s (created → bound), how fast wrk could create them, the
 server's CPU per pod, and the scheduler's attempt counts.
@@ -110,15 +115,21 @@ def node_list(n: int, extra: dict[str, Any]) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
-def metrics(server: Server) -> dict[str, float]:
+def metrics(server: Server, *, separate: bool = False) -> dict[str, float]:
     """Pods created and bound so far, pending pods and scheduling attempts, from
-    ``/metrics`` (the API server's request counts and the scheduler's own)."""
+    ``/metrics`` (the API server's request counts and the scheduler's own; a scheduler in
+    its own process: the API server's count of bindings)."""
     with server.client() as c:
         text = c.get("/metrics").text
     out: dict[str, float] = {"bound": 0.0, "pending": 0.0, "created": 0.0}
     for line in text.splitlines():
         value = line.rsplit(" ", 1)[-1]
-        if line.startswith("scheduler_pod_scheduling_sli_duration_seconds_count"):
+        if separate:
+            if line.startswith("apiserver_request_total{") and 'resource="pods",' in line \
+                    and 'subresource="binding"' in line and 'verb="create"' in line \
+                    and 'code="201"' in line:
+                out["bound"] += float(value)
+        elif line.startswith("scheduler_pod_scheduling_sli_duration_seconds_count"):
             out["bound"] += float(value)
         elif line.startswith("scheduler_pending_pods{"):
             out["pending"] += float(value)
@@ -135,11 +146,11 @@ def metrics(server: Server) -> dict[str, float]:
 
 
 def create_and_wait(server: Server, body: Path, count: int, ns: str, *,
-                    timeout: float = 600) -> dict[str, Any]:
+                    timeout: float = 600, separate: bool = False) -> dict[str, Any]:
     """Create ``count`` pods with wrk while polling the metrics; returns when they are all
     bound (or the scheduler did nothing for 20 s): first create → last bind, and when the creates
     finished."""
-    before = metrics(server)
+    before = metrics(server, separate=separate)
     t0 = time.monotonic()
     wrk = subprocess.Popen(
         ["wrk", "-t1", "-c16", f"-d{int(timeout)}s", "--latency", "-s",
@@ -152,7 +163,7 @@ def create_and_wait(server: Server, body: Path, count: int, ns: str, *,
     try:
         while time.monotonic() - t0 < timeout:
             time.sleep(POLL_SECONDS)
-            m = metrics(server)
+            m = metrics(server, separate=separate)
             now = time.monotonic()
             if m["created"] != last["created"]:
                 created_at = now
@@ -184,7 +195,8 @@ def wait_nodes(server: Server, n: int, timeout: float = 120) -> None:
     raise RuntimeError(f"{n} fake nodes not registered in {timeout:.0f} s")
 
 
-def run_case(case: Case, *, nodes: int, pods: int, tmp: Path) -> dict[str, Any]:
+def run_case(case: Case, *, nodes: int, pods: int, tmp: Path,
+             separate: bool = False) -> dict[str, Any]:
     n_nodes = case.nodes or nodes
     n_pods = case.pods or pods
     node_file = tmp / "nodes.yaml"
@@ -192,8 +204,16 @@ def run_case(case: Case, *, nodes: int, pods: int, tmp: Path) -> dict[str, Any]:
     data = tmp / f"data-{case.name}"
     server = Server(data, free_port())
     server.extra_args = ["--disable-agent", "--fake-node-list", str(node_file)]
+    if separate:
+        server.extra_args.append("--disable-scheduler")
+    scheduler: subprocess.Popen[bytes] | None = None
     try:
         server.start()
+        if separate:
+            scheduler = subprocess.Popen(
+                [sys.executable, "-m", "kybernetes.cli.main", "scheduler", "--kubeconfig",
+                 str(data / "kubeconfig")], stdout=subprocess.DEVNULL,
+                stderr=(tmp / f"scheduler-{case.name}.log").open("wb"))
         wait_nodes(server, n_nodes)
         with server.client() as c:
             c.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
@@ -205,19 +225,22 @@ def run_case(case: Case, *, nodes: int, pods: int, tmp: Path) -> dict[str, Any]:
         if case.init is not None:
             body = tmp / "init.json"
             body.write_text(json.dumps(case.init))
-            create_and_wait(server, body, case.init_pods, "bench")
+            create_and_wait(server, body, case.init_pods, "bench", separate=separate)
         time.sleep(2)  # let the fake nodes' status writes settle
         body = tmp / "pod.json"
         body.write_text(json.dumps(case.measure))
         assert server.proc is not None
         proc = psutil.Process(server.proc.pid)
+        sched_proc = psutil.Process(scheduler.pid) if scheduler is not None else None
         cpu0 = sum(proc.cpu_times()[:2])
+        sched_cpu0 = sum(sched_proc.cpu_times()[:2]) if sched_proc is not None else 0.0
         steal0 = _steal()
-        run = create_and_wait(server, body, n_pods, "bench")
+        run = create_and_wait(server, body, n_pods, "bench", separate=separate)
         before, after, t0 = run["before"], run["after"], run["t0"]
         elapsed = run["bound_at"] - t0
         wall = time.monotonic() - t0
         cpu = sum(proc.cpu_times()[:2]) - cpu0
+        sched_cpu = sum(sched_proc.cpu_times()[:2]) - sched_cpu0 if sched_proc else 0.0
         bound = after["bound"] - before["bound"]
         created = after["created"] - before["created"]
         create_s = run["created_at"] - t0
@@ -234,10 +257,18 @@ def run_case(case: Case, *, nodes: int, pods: int, tmp: Path) -> dict[str, Any]:
             "attempts": {k[9:]: int(v - before.get(k, 0)) for k, v in after.items()
                          if k.startswith("attempts_")},
             "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+            **({"scheduler_process": True,
+                "scheduler_cpu_ms_per_pod": round(1e3 * sched_cpu / max(bound, 1), 3),
+                "scheduler_cpu_percent": round(100 * sched_cpu / wall, 1),
+                "scheduler_rss_mb": round(sched_proc.memory_info().rss / 2**20, 1)}
+               if sched_proc is not None else {}),
             "cpu_steal_percent": round(100 * (_steal() - steal0)
                                        / (wall * (os.cpu_count() or 1)), 1),
         }
     finally:
+        if scheduler is not None:
+            scheduler.terminate()
+            scheduler.wait(timeout=15)
         server.stop()
         shutil.rmtree(data, ignore_errors=True)
 
@@ -248,6 +279,8 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=10000)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--separate-scheduler", action="store_true",
+                    help="run the scheduler as its own `kyb scheduler` process")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian package wrk; `make install` installs it)")
@@ -259,7 +292,8 @@ def main() -> None:
     }
     try:
         for name in args.cases.split(","):
-            r = run_case(CASES[name], nodes=args.nodes, pods=args.pods, tmp=tmp)
+            r = run_case(CASES[name], nodes=args.nodes, pods=args.pods, tmp=tmp,
+                         separate=args.separate_scheduler)
             print(json.dumps(r), file=sys.stderr, flush=True)
             result["cases"].append(r)
     finally:

@@ -1,4 +1,5 @@
-"""``kyb controller-manager``: controllers in their own processes, one leading at a time."""
+"""``kyb controller-manager`` and ``kyb scheduler``: controllers and the scheduler in their
+own processes, one leading at a time."""
 
 from __future__ import annotations
 
@@ -64,11 +65,11 @@ def managers(tmp_path: Path) -> Iterator[Callable[..., Manager]]:
     (SIGTERM, so that a leader releases the Lease for the next test; then SIGKILL)."""
     started: list[Manager] = []
 
-    def start(cluster: Cluster, *args: str) -> Manager:
+    def start(cluster: Cluster, *args: str, command: str = "controller-manager") -> Manager:
         log_path = tmp_path / f"cm-{len(started)}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "kybernetes.cli.main", "controller-manager",
+                [sys.executable, "-m", "kybernetes.cli.main", command,
                  "--kubeconfig", str(cluster.kubeconfig), *args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         started.append(Manager(proc, log_path))
@@ -104,17 +105,16 @@ def full(tmp_path: Path) -> Iterator[Cluster]:
 
 
 
-def lease(cluster: Cluster) -> dict[str, Any]:
-    p = cluster.kubectl("-n", "kube-system", "get", "lease", "kube-controller-manager",
-                        "-o", "json", check=False)
+def lease(cluster: Cluster, name: str = "kube-controller-manager") -> dict[str, Any]:
+    p = cluster.kubectl("-n", "kube-system", "get", "lease", name, "-o", "json", check=False)
     if p.returncode != 0:
         return {}
     spec: dict[str, Any] = orjson.loads(p.stdout).get("spec") or {}
     return spec
 
 
-def holder(cluster: Cluster) -> str:
-    return str(lease(cluster).get("holderIdentity") or "")
+def holder(cluster: Cluster, name: str = "kube-controller-manager") -> str:
+    return str(lease(cluster, name).get("holderIdentity") or "")
 
 
 def deployment_reconciled(cluster: Cluster, name: str, namespace: str,
@@ -213,3 +213,39 @@ def test_standby_against_a_full_server(full: Cluster,
     assert cm.proc.poll() is None
     assert cm.stop() == 0, cm.log()[-2000:]
     assert holder(full) == server_id
+
+
+@pytest.fixture
+def unscheduled(tmp_path: Path) -> Iterator[Cluster]:
+    """A server with two fake nodes and no scheduler of its own."""
+    yield from _cluster(tmp_path, "--disable-scheduler", "--fake-nodes", "2")
+
+
+def _pod(cluster: Cluster, name: str) -> None:
+    cluster.kubectl("run", name, "--image=busybox", "--restart=Never")
+
+
+def _node_of(cluster: Cluster, name: str) -> str:
+    return str(cluster.kubectl_json("get", "pod", name)["spec"].get("nodeName") or "")
+
+
+def test_a_scheduler_process_schedules_and_a_standby_takes_over(
+        unscheduled: Cluster, managers: Callable[..., Manager]) -> None:
+    """``kyb scheduler`` beside ``kyb server --disable-scheduler``: pods wait until one
+    runs; two of them: one holds the kube-scheduler Lease, and killed with -9 the other
+    takes over and schedules."""
+    c = unscheduled
+    _pod(c, "early")
+    time.sleep(1.5)
+    assert _node_of(c, "early") == ""  # nothing schedules yet
+    a = managers(c, *FAST, command="scheduler")
+    wait_for("the pod scheduled by kyb scheduler", lambda: _node_of(c, "early"))
+    assert holder(c, "kube-scheduler") == a.identity
+    b = managers(c, *FAST, command="scheduler")
+    b_id = b.identity
+    time.sleep(1)
+    assert holder(c, "kube-scheduler") == a.identity and not b.leads()
+    assert a.stop(signal.SIGKILL) == -9
+    wait_for("the standby to take over", lambda: holder(c, "kube-scheduler") == b_id)
+    _pod(c, "late")
+    wait_for("a pod scheduled by the standby", lambda: _node_of(c, "late"))

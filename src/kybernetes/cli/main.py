@@ -407,6 +407,34 @@ def controller_manager(kubeconfig: Path | None, leader_elect: bool,
         controller_options=ControllerOptions(**controller_flags))))
 
 
+@main.command("scheduler")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The API server to schedule for (default: $KUBECONFIG, "
+              "then ~/.kube/config).")
+@click.option("--config", "config_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A KubeSchedulerConfiguration (profiles, plugins, weights; "
+              "docs/scheduler.md).")
+@click.option("--leader-elect/--no-leader-elect", default=True, show_default=True,
+              help="Schedule only while holding the kube-system/kube-scheduler Lease, so "
+              "that several schedulers (and kyb servers) never both schedule.")
+@_leader_election_options(hidden=False)
+@click.option("-v", "--verbose", count=True)
+def scheduler(kubeconfig: Path | None, config_file: Path | None, leader_elect: bool,
+              leader_elect_lease_duration: float, leader_elect_renew_deadline: float,
+              leader_elect_retry_period: float, verbose: int) -> None:
+    """Run the scheduler in its own process (as kube-scheduler), e.g. on another core
+    than a `kyb server --disable-scheduler`."""
+    _setup_logging(verbose + 1)
+    election = _election(leader_elect, leader_elect_lease_duration,
+                         leader_elect_renew_deadline, leader_elect_retry_period)
+    sched_cfg = _scheduler_configuration(config_file) if config_file else None
+    from kybernetes.cli.serve import run_scheduler
+
+    sys.exit(asyncio.run(run_scheduler(kubeconfig=kubeconfig.resolve() if kubeconfig else None,
+                                       election=election, config=sched_cfg)))
+
+
 @main.command()
 @click.option("--server", "server_url", required=True, help="The API server, https://HOST:PORT.")
 @click.option("--token", required=True,

@@ -341,6 +341,23 @@ async def run_controller_manager(*, kubeconfig: Path | None, election: LeaderEle
     """``kyb controller-manager``: the controllers in a process of their own, acting only
     while it holds the Lease. Like kube-controller-manager, it exits 1 ("leaderelection
     lost") when it loses the lease, and releases it when stopped by SIGTERM."""
+    async def start(client: Any) -> list[Callable[[], Awaitable[None]]]:
+        from kybernetes.controllers.manager import start_controllers
+
+        return await start_controllers(client, **asdict(controller_options))
+
+    return await _run_elected_process(kubeconfig, election, start,
+                                      component="kube-controller-manager",
+                                      what="the controllers")
+
+
+async def _run_elected_process(
+        kubeconfig: Path | None, election: LeaderElectionOptions,
+        start: Callable[[Any], Awaitable[list[Callable[[], Awaitable[None]]]]], *,
+        component: str, what: str) -> int:
+    """A component in a process of its own (``kyb controller-manager``, ``kyb
+    scheduler``): started by ``start(client)`` while this process holds ``election``'s
+    Lease (or at once without election) until SIGTERM; 1 when the lease is lost."""
     from kybernetes.cli.main import install_stop_signals
     from kybernetes.client import Client, KubeconfigError
 
@@ -353,18 +370,18 @@ async def run_controller_manager(*, kubeconfig: Path | None, election: LeaderEle
         return 1
     try:
         if not election.enabled:
-            from kybernetes.controllers.manager import start_controllers, stop_controllers
-
-            stoppers = await start_controllers(client, **asdict(controller_options))
-            print("controllers started (no leader election)", flush=True)
+            stoppers = await start(client)
+            print(f"{what} started (no leader election)", flush=True)
             try:
                 await stop.wait()
             finally:
-                await stop_controllers(stoppers)
+                while stoppers:
+                    await stoppers.pop()()
             return 0
-        campaign = spawn(run_elected_controllers(
-            client, election, controller_options=controller_options,
-            identity="", campaign_again=False), name="controllers-election")
+        campaign = spawn(run_elected(client, election, identity="",
+                                     start=lambda: start(client), component=component,
+                                     what=what, campaign_again=False),
+                         name=f"{component}-election")
         stopping = spawn(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait({campaign, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if campaign in done:
@@ -376,6 +393,25 @@ async def run_controller_manager(*, kubeconfig: Path | None, election: LeaderEle
         return 0
     finally:
         await client.aclose()
+
+
+async def run_scheduler(*, kubeconfig: Path | None, election: LeaderElectionOptions,
+                        config: SchedulerConfiguration | None) -> int:
+    """``kyb scheduler``: the scheduler in a process of its own; with leader election it
+    schedules only while it holds the ``kube-scheduler`` Lease and, like kube-scheduler,
+    exits 1 when it loses it."""
+    from kybernetes.scheduler.config import import_plugins
+    from kybernetes.scheduler.scheduler import Scheduler
+
+    import_plugins()
+
+    async def start(client: Any) -> list[Callable[[], Awaitable[None]]]:
+        sched = Scheduler(client, config)
+        await sched.start()
+        return [sched.stop]
+
+    return await _run_elected_process(kubeconfig, replace(election, name="kube-scheduler"),
+                                      start, component="kube-scheduler", what="the scheduler")
 
 
 async def run_server(*, data_dir: Path, port: int, host: str, advertise_address: str,
@@ -494,6 +530,12 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
             await sched.start()
             return [sched.stop]
 
+        if not cp.datastore:
+            # SQLite: this is the cluster's only API server, and its scheduler the only one
+            # (unless --disable-scheduler leaves it to a `kyb scheduler`). Not elected: a
+            # busy event loop that is slow to renew its own lease must not stop it.
+            stoppers.extend(await start_scheduler())
+            return stoppers
         # like kube-scheduler, it schedules only while holding its Lease: with several
         # servers on one datastore, one schedules and another takes over if it dies
         sched_election = replace(election or LeaderElectionOptions(), name="kube-scheduler")

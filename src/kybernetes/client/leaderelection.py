@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kybernetes.aio.clock import SYSTEM_CLOCK, Clock
-from kybernetes.aio.tasks import spawn
+from kybernetes.aio.tasks import cancel_and_wait, spawn
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339_micro
 from kybernetes.client.events import EventRecorder
@@ -256,7 +256,14 @@ class LeaderElector:
             raise
         finally:
             if starting is not None:
-                await asyncio.wait({starting})  # stop what is fully started, no half of it
+                # stop what is fully started, no half of it; but a start that cannot finish
+                # (its informers never sync) must not hold the stop forever
+                await asyncio.wait({starting}, timeout=self.renew_deadline)
+                if not starting.done():
+                    log.warning("lease %s/%s: starting the leader's work did not finish in "
+                                "%.0f s: cancelled", self.namespace, self.name,
+                                self.renew_deadline)
+                    await cancel_and_wait(starting)
             if self.on_stopped_leading is not None:
                 await self.on_stopped_leading()
             if cancelled:
