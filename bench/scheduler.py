@@ -124,12 +124,10 @@ def metrics(server: Server, *, separate: bool = False) -> dict[str, float]:
     out: dict[str, float] = {"bound": 0.0, "pending": 0.0, "created": 0.0}
     for line in text.splitlines():
         value = line.rsplit(" ", 1)[-1]
-        if separate:
-            if line.startswith("apiserver_request_total{") and 'resource="pods",' in line \
-                    and 'subresource="binding"' in line and 'verb="create"' in line \
-                    and 'code="201"' in line:
-                out["bound"] += float(value)
-        elif line.startswith("scheduler_pod_scheduling_sli_duration_seconds_count"):
+        binding = separate and line.startswith("apiserver_request_total{") and \
+            'resource="pods",' in line and 'subresource="binding"' in line and \
+            'verb="create"' in line and 'code="201"' in line
+        if binding or line.startswith("scheduler_pod_scheduling_sli_duration_seconds_count"):
             out["bound"] += float(value)
         elif line.startswith("scheduler_pending_pods{"):
             out["pending"] += float(value)

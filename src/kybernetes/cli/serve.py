@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT = 10.0
+"""How long ``kyb server`` waits for each component (and the API server) to stop."""
+
 
 @dataclass
 class AgentOptions:
@@ -462,10 +465,19 @@ async def run_server(*, data_dir: Path, port: int, host: str, advertise_address:
     await stop.wait()
     log.info("shutting down")
     for stop_component in reversed(components):
-        log.info("stopping %s", getattr(stop_component, "__qualname__", stop_component))
-        await stop_component()
+        name = getattr(stop_component, "__qualname__", stop_component)
+        log.info("stopping %s", name)
+        try:  # a component that does not stop must not keep the process from exiting
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await stop_component()
+        except TimeoutError:
+            log.error("%s did not stop in %.0f s: going on", name, STOP_TIMEOUT)
     log.info("components stopped")
-    await cp.stop()
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await cp.stop()
+    except TimeoutError:
+        log.error("the API server did not stop in %.0f s", STOP_TIMEOUT)
     return 0
 
 
