@@ -290,3 +290,26 @@ def test_bad_go_durations(text: str) -> None:
     """Anything else is refused."""
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+async def test_release_after_a_renewal_whose_answer_was_lost(client: Client,
+                                                             clock: FakeClock) -> None:
+    """The lease changed since the leader last read it (a renewal went through but its
+    answer was cut off): release reads it again and still gives it up."""
+    a = elector(client, clock, "host_a")
+    await a.acquire()
+    current = await lease(client)
+    current["spec"]["renewTime"] = current["spec"]["acquireTime"]  # a write a did not see
+    await client.update(*LEASES, current, namespace="kube-system")
+    assert await a.release()
+    spec = (await lease(client))["spec"]
+    assert not spec.get("holderIdentity") and spec["leaseDurationSeconds"] == 1
+    # taken over by another meanwhile (a did not see it): nothing is taken from it
+    await a.acquire()
+    b = elector(client, clock, "host_b")
+    assert not await b.try_acquire_or_renew()  # b sees a's lease...
+    clock.advance(16)
+    assert await b.try_acquire_or_renew()  # ... expire, and takes it
+    assert a.is_leader  # as far as a knows
+    assert await a.release()
+    assert (await lease(client))["spec"]["holderIdentity"] == "host_b"

@@ -228,9 +228,22 @@ class LeaderElector:
                      "leaseTransitions": int(self.observed.get("leaseTransitions") or 0)}
         lease["spec"] = spec
         try:
-            self._lease = await asyncio.wait_for(
-                self.client.update(*LEASES, lease, namespace=self.namespace),
-                self.renew_deadline)
+            async with asyncio.timeout(self.renew_deadline):
+                try:
+                    self._lease = await self.client.update(*LEASES, lease,
+                                                           namespace=self.namespace)
+                except StatusError as e:
+                    if e.code != 409:
+                        raise
+                    # a renewal whose answer was cut off by the cancellation went through:
+                    # ours still, at a newer version; release that one
+                    current = await self.client.get(*LEASES, self.name,
+                                                    namespace=self.namespace)
+                    if (current.get("spec") or {}).get("holderIdentity") != self.identity:
+                        return True
+                    current["spec"] = spec
+                    self._lease = await self.client.update(*LEASES, current,
+                                                           namespace=self.namespace)
         except Exception as e:
             log.error("failed to release lease %s/%s: %s", self.namespace, self.name,
                       e or type(e).__name__)
