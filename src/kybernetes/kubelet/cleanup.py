@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -83,6 +84,8 @@ def remove_masquerade_tables() -> None:
     """The masquerade tables of pod bridges that are gone."""
     from kybernetes.kubelet.network import MASQ_TABLE_PREFIX
 
+    if shutil.which("nft") is None:
+        return
     tables = subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True,
                             check=False).stdout.split()
     bridges = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"],

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -73,7 +74,8 @@ def apply(script: str) -> str:
 
 
 def remove_table(table: str) -> None:
-    _run("nft", "delete", "table", "inet", table)
+    if shutil.which("nft") is not None:  # without nft there is none to remove
+        _run("nft", "delete", "table", "inet", table)
 
 
 def remove_recorded_table(data_dir: Path) -> None:

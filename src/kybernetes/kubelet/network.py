@@ -198,11 +198,14 @@ class PodNetwork:
         if self._ready:
             return
         await _run("ip", "route", "replace", "unreachable", self.cluster_cidr, check=False)
-        code, _, err = await _run("nft", "-f", "-", stdin=masquerade_rules(
-            self.bridge, str(self.pod_cidr), self.cluster_cidr).encode(), check=False)
-        if code != 0:
-            log.warning("pods' traffic beyond the cluster is not masqueraded: %s",
-                        err.decode(errors="replace").strip())
+        try:
+            code, _, err = await _run("nft", "-f", "-", stdin=masquerade_rules(
+                self.bridge, str(self.pod_cidr), self.cluster_cidr).encode(), check=False)
+            problem = err.decode(errors="replace").strip() if code != 0 else ""
+        except OSError as e:  # no nft here
+            problem = str(e)
+        if problem:
+            log.warning("pods' traffic beyond the cluster is not masqueraded: %s", problem)
         self._ready = True
 
     def _env(self, command: str, pod_uid: str, ifname: str) -> dict[str, str]:
