@@ -17,7 +17,12 @@ from kybernetes.scheduler.framework import (
     ScorePlugin,
     Status,
 )
-from kybernetes.scheduler.types import NodeInfo, PodInfo
+from kybernetes.scheduler.types import (
+    NodeInfo,
+    PodInfo,
+    TermCounts,
+    required_anti_affinity_counts,
+)
 
 Obj = dict[str, Any]
 
@@ -53,6 +58,18 @@ class FakeHandle:
 
     def nodes_with_required_anti_affinity_pods(self) -> list[NodeInfo]:
         return [n for n in self.nodes() if n.pods_with_required_anti_affinity]
+
+    def required_anti_affinity_counts(self) -> TermCounts:
+        return required_anti_affinity_counts(self.nodes())
+
+    def pods_by_label(self, namespace: str, key: str, value: str) -> Mapping[str, int]:
+        out: dict[str, int] = {}
+        for n in self._nodes.values():
+            k = sum(1 for p in n.pods.values()
+                    if p.namespace == namespace and p.labels.get(key) == value)
+            if k:
+                out[n.name] = k
+        return out
 
     def namespace_labels(self, namespace: str) -> dict[str, str] | None:
         return self._namespaces.get(namespace)

@@ -466,3 +466,57 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
         s.cache.assume(pi, slow[int(np.argmax(totals))].name)
         placed += 1
     assert placed > 50 and scored > 5
+
+
+def test_anti_affinity_index_follows_pods_and_nodes() -> None:
+    """The cache's required anti-affinity counts and its pods-by-label index, kept as
+    pods and nodes come, go and change labels, equal those computed afresh."""
+    import random
+
+    from kybernetes.scheduler.types import required_anti_affinity_counts
+
+    rnd = random.Random(7)
+
+    def anti(app: str, key: str) -> dict[str, Any]:
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key}]}}
+
+    def snapshot(counts: Any) -> dict[int, dict[tuple[str, str], int]]:
+        return {id(t): dict(c) for t, c in counts}
+
+    c = Cache()
+    names = [f"n{i}" for i in range(6)]
+    placed: dict[str, str] = {}
+    for step in range(600):
+        op = rnd.random()
+        node = rnd.choice(names)
+        if op < 0.25:
+            zone = rnd.choice(["z1", "z2", "z3"])
+            c.set_node(make_node(node, labels={"topology.kubernetes.io/zone": zone}))
+        elif op < 0.3:
+            c.remove_node(node)
+        elif op < 0.7:
+            uid = f"p{rnd.randrange(40)}"
+            key = rnd.choice(["kubernetes.io/hostname", "topology.kubernetes.io/zone"])
+            pod = make_pod(uid, uid=uid, nodeName=node, labels={"app": "a"},
+                           affinity=anti(rnd.choice(["a", "b"]), key) if rnd.random() < 0.8
+                           else {})
+            if rnd.random() < 0.3 and not c.has_pod(uid):
+                c.assume(PodInfo(pod), node)
+            else:
+                c.set_pod(pod)
+            placed[uid] = node
+        elif placed:
+            uid = rnd.choice(sorted(placed))
+            if c.is_assumed(uid) and rnd.random() < 0.5:
+                c.forget(PodInfo(make_pod(uid, uid=uid)))
+            else:
+                c.remove_pod(make_pod(uid, uid=uid))
+            placed.pop(uid)
+        want = snapshot(required_anti_affinity_counts(c.nodes_with_required_anti_affinity_pods()))
+        assert snapshot(c.required_anti_affinity_counts()) == want, f"step {step}"
+        by_node: dict[str, int] = {}
+        for n in placed.values():
+            by_node[n] = by_node.get(n, 0) + 1
+        assert dict(c.pods_by_label("default", "app", "a")) == by_node, f"step {step}"
+        assert not c.pods_by_label("default", "app", "b")

@@ -10,15 +10,17 @@ so plugins read the live cache: no snapshot copy is needed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from kybernetes.scheduler.nodetable import NodeTable
-from kybernetes.scheduler.types import NodeInfo, PodInfo
+from kybernetes.scheduler.types import AffinityTerm, NodeInfo, PodInfo, TermCounts
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+_NONE: Mapping[str, int] = MappingProxyType({})
 ZONE_LABEL = "topology.kubernetes.io/zone"
 REGION_LABEL = "topology.kubernetes.io/region"
 
@@ -47,6 +49,12 @@ class Cache:
         self._table: NodeTable | None = None
         self._with_affinity: dict[str, NodeInfo] = {}
         self._with_anti_affinity: dict[str, NodeInfo] = {}
+        self._anti_terms: dict[int, tuple[AffinityTerm, dict[tuple[str, str], int], list[int]]] = {}
+        """Required anti-affinity terms of the pods on known nodes, by the term's id: the
+        term, its pods per topology pair, and how many pods carry it (kept as pods and
+        nodes change: InterPodAffinity's PreFilter reads it for every pod)."""
+        self._by_label: dict[tuple[str, str, str], dict[str, int]] = {}
+        """(namespace, label key, value) → node name → how many of its pods carry it."""
         self.objects_source: Callable[[str], list[Obj]] = lambda resource: []
         self.namespace_source: Callable[[str], dict[str, str] | None] = lambda ns: None
         self.object_source: Callable[[str, str], Obj | None] = lambda resource, key: None
@@ -97,6 +105,56 @@ class Cache:
     def nodes_with_required_anti_affinity_pods(self) -> list[NodeInfo]:
         return [n for n in self._with_anti_affinity.values() if n.node is not None]
 
+    def required_anti_affinity_counts(self) -> TermCounts:
+        return [(term, counts) for term, counts, _ in self._anti_terms.values() if counts]
+
+    def pods_by_label(self, namespace: str, key: str, value: str) -> Mapping[str, int]:
+        """Node name → how many pods in ``namespace`` labelled ``key=value`` it holds
+        (nodes not known yet included: the caller looks each up)."""
+        return self._by_label.get((namespace, key, value), _NONE)
+
+    def _index_labels(self, pi: PodInfo, node_name: str, delta: int) -> None:
+        ns, index = pi.namespace, self._by_label
+        for key, value in pi.labels.items():
+            nodes = index.get((ns, key, value))
+            if nodes is None:
+                if delta < 0:
+                    continue
+                nodes = index[(ns, key, value)] = {}
+            n = nodes.get(node_name, 0) + delta
+            if n > 0:
+                nodes[node_name] = n
+            else:
+                nodes.pop(node_name, None)
+                if not nodes:
+                    del index[(ns, key, value)]
+
+    def _index_anti_affinity(self, pi: PodInfo, ni: NodeInfo, delta: int) -> None:
+        """Count (``delta`` 1) or uncount (-1) ``pi``'s required anti-affinity terms on
+        ``ni`` (a node not known yet, or gone, has no labels to count them by)."""
+        labels = ni.labels if ni.node is not None else {}
+        for at in pi.required_anti_affinity_terms:
+            entry = self._anti_terms.get(id(at))
+            if entry is None:
+                if delta < 0:
+                    continue
+                entry = self._anti_terms[id(at)] = (at, {}, [0])
+            entry[2][0] += delta
+            value = labels.get(at.topology_key)
+            if value is not None:
+                pair = (at.topology_key, value)
+                n = entry[1].get(pair, 0) + delta
+                if n:
+                    entry[1][pair] = n
+                else:
+                    entry[1].pop(pair, None)
+            if entry[2][0] <= 0:
+                del self._anti_terms[id(at)]
+
+    def _index_node_anti_affinity(self, ni: NodeInfo, delta: int) -> None:
+        for pi in ni.pods_with_required_anti_affinity.values():
+            self._index_anti_affinity(pi, ni, delta)
+
     def namespace_labels(self, namespace: str) -> dict[str, str] | None:
         return self.namespace_source(namespace)
 
@@ -119,7 +177,9 @@ class Cache:
             self._order = None
         else:
             zone_before = _zone(ni) if ni.node is not None else None
+            self._index_node_anti_affinity(ni, -1)  # counted by its labels: again after
             ni.set_node(node)
+            self._index_node_anti_affinity(ni, 1)
             if zone_before != _zone(ni):
                 self._order = None
         return ni
@@ -130,7 +190,9 @@ class Cache:
             return
         self._order = None
         if ni.pods:
+            self._index_node_anti_affinity(ni, -1)
             ni.node = None  # keep its pods accounted until they go (as upstream does)
+            self._index_node_anti_affinity(ni, 1)
         else:
             del self._nodes[name]
             self._with_affinity.pop(name, None)
@@ -142,13 +204,23 @@ class Cache:
         ni = self._nodes.get(node_name)
         if ni is None:
             ni = self._nodes[node_name] = NodeInfo(name=node_name)
+        if pi.uid not in ni.pods:
+            self._index_labels(pi, node_name, 1)
         ni.add_pod(pi)
+        if pi.has_required_anti_affinity:
+            self._index_anti_affinity(pi, ni, 1)
         self._track(ni)
 
     def _unplace(self, pi: PodInfo, node_name: str) -> None:
         ni = self._nodes.get(node_name)
         if ni is None:
             return
+        placed = ni.pods_with_required_anti_affinity.get(pi.uid)
+        if placed is not None:
+            self._index_anti_affinity(placed, ni, -1)
+        stored = ni.pods.get(pi.uid)
+        if stored is not None:
+            self._index_labels(stored, node_name, -1)
         ni.remove_pod(pi)
         self._track(ni)
         if ni.node is None and not ni.pods:

@@ -18,12 +18,12 @@ may await the API. ``None`` is success wherever a ``Status`` is returned::
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from kybernetes.scheduler.types import NodeInfo, PodInfo
+    from kybernetes.scheduler.types import NodeInfo, PodInfo, TermCounts
 
 
 class Code(enum.IntEnum):
@@ -349,6 +349,16 @@ class Handle(Protocol):
         ...
 
     def nodes_with_required_anti_affinity_pods(self) -> list[NodeInfo]: ...
+
+    def pods_by_label(self, namespace: str, key: str, value: str) -> Mapping[str, int]:
+        """Node name → how many pods of ``namespace`` labelled ``key=value`` it holds
+        (names of nodes not known yet included)."""
+        ...
+
+    def required_anti_affinity_counts(self) -> TermCounts:
+        """The distinct required anti-affinity terms of the pods on the nodes, each with
+        its pods per topology pair (``types.required_anti_affinity_counts``)."""
+        ...
 
     def namespace_labels(self, namespace: str) -> dict[str, str] | None:
         """The labels of a namespace (None when it is not known)."""

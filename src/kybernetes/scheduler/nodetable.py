@@ -9,6 +9,7 @@ are not in any table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -32,6 +33,22 @@ class LabelColumn(NamedTuple):
         """A verdict per value, as one per node (``missing`` for nodes without it)."""
         out: BoolArray = np.array([*per_value, missing], np.bool_)[self.codes]
         return out
+
+    def spread_hits(self, hits: list[int], *, missing: bool = False) -> BoolArray:
+        """:meth:`spread` of True for the values coded ``hits``, False for the others:
+        no list as long as the values (thousands with hostnames) to build."""
+        per_value = np.zeros(len(self.values) + 1, np.bool_)
+        per_value[-1] = missing
+        if hits:
+            per_value[hits] = True
+        out: BoolArray = per_value[self.codes]
+        return out
+
+    def hits(self, counts: Mapping[tuple[str, str], int], key: str) -> list[int]:
+        """The codes of this column's values (label ``key``) with a positive count."""
+        code_of = self.code_of
+        return [code_of[v] for (k, v), n in counts.items()
+                if n > 0 and k == key and v in code_of]
 
 
 class NodeTable:

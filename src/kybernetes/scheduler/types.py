@@ -7,7 +7,7 @@ or assumed). Both are built by the cache and read by plugins.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -182,8 +182,11 @@ class PodInfo:
 
     @cached_property
     def has_affinity(self) -> bool:
-        a = self.affinity
-        return bool(a.get("podAffinity") or a.get("podAntiAffinity"))
+        """Whether the pod's terms can add to other pods' scores (InterPodAffinity's
+        PreScore): required affinity, preferred affinity or anti-affinity. Required
+        anti-affinity alone only filters (``has_required_anti_affinity``)."""
+        return bool(self.required_affinity_terms or self.preferred_affinity_terms
+                    or self.preferred_anti_affinity_terms)
 
     @cached_property
     def has_required_anti_affinity(self) -> bool:
@@ -419,3 +422,26 @@ def make_node(name: str, *, cpu: str = "4", memory: str = "32Gi", pods: int = 11
             "spec": {"taints": list(taints or []), "unschedulable": unschedulable},
             "status": {"capacity": alloc, "allocatable": alloc,
                        "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+TermCounts = list[tuple[AffinityTerm, dict[tuple[str, str], int]]]
+
+
+def required_anti_affinity_counts(nodes: Iterable[NodeInfo]) -> TermCounts:
+    """Every distinct required anti-affinity term of the pods on ``nodes`` (known nodes),
+    with how many of those pods carry it per topology pair (``(key, value)`` of their
+    node's label): what InterPodAffinity's PreFilter counts for each incoming pod. The
+    scheduler's cache keeps this up to date as pods come and go; this computes it."""
+    out: dict[int, tuple[AffinityTerm, dict[tuple[str, str], int]]] = {}
+    for node in nodes:
+        labels = node.labels
+        for pod in node.pods_with_required_anti_affinity.values():
+            for at in pod.required_anti_affinity_terms:
+                entry = out.get(id(at))
+                if entry is None:
+                    entry = out[id(at)] = (at, {})
+                value = labels.get(at.topology_key)
+                if value is not None:
+                    pair = (at.topology_key, value)
+                    entry[1][pair] = entry[1].get(pair, 0) + 1
+    return [e for e in out.values() if e[1]]

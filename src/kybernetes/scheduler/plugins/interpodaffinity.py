@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from kybernetes.api.selectors import LabelSelector
 from kybernetes.scheduler.framework import (
     MAX_NODE_SCORE,
@@ -28,7 +30,7 @@ from kybernetes.scheduler.framework import (
     Status,
 )
 from kybernetes.scheduler.nodetable import BoolArray, NodeTable
-from kybernetes.scheduler.types import AffinityTerm, NodeInfo, PodInfo
+from kybernetes.scheduler.types import AffinityTerm, NodeInfo, PodInfo, TermCounts
 
 NAME = "InterPodAffinity"
 PRE_FILTER_STATE_KEY = "PreFilter" + NAME
@@ -70,6 +72,13 @@ class _IncomingTerm:
         sel = term.selector
         if not sel.nothing and all(r.op in ("=", "in") for r in sel.requirements):
             self._eq = tuple((r.key, frozenset(r.values)) for r in sel.requirements)
+
+    def listed_namespaces(self) -> list[str] | None:
+        """The namespaces the term selects when they are a fixed list (no
+        namespaceSelector); None otherwise."""
+        if self._ns_selector is not None:
+            return None
+        return [ns for ns, hit in self._ns.items() if hit]
 
     def _selects_namespace(self, ns: str) -> bool:
         sel = self._ns_selector
@@ -303,7 +312,7 @@ class InterPodAffinity:
         affinity = _incoming(pod.required_affinity_terms, handle)
         anti = _incoming(pod.required_anti_affinity_terms, handle)
         s = _PreFilterState(pod, affinity, anti, handle.namespace_labels(pod.namespace) or {})
-        self._count_existing_anti_affinity(s, handle.nodes_with_required_anti_affinity_pods())
+        self._count_existing_anti_affinity(s, handle.required_anti_affinity_counts())
         if not s.existing_anti_affinity_counts and not affinity and not anti:
             return None, Status.skip()
         if affinity or anti:
@@ -312,24 +321,29 @@ class InterPodAffinity:
         return None, None
 
     @staticmethod
-    def _count_existing_anti_affinity(s: _PreFilterState, nodes: list[NodeInfo]) -> None:
+    def _count_existing_anti_affinity(s: _PreFilterState, terms: TermCounts) -> None:
+        """Existing pods whose required anti-affinity selects the incoming pod, per
+        topology pair: each distinct term decided once, its pods counted already."""
         pod, ns_labels, counts = s.pod, s.ns_labels, s.existing_anti_affinity_counts
-        # a workload's replicas share their parsed terms: decide once per term object
-        verdicts: dict[int, bool] = {}
-        for node in nodes:
-            labels = node.labels
-            for existing in node.pods_with_required_anti_affinity.values():
-                for at in existing.required_anti_affinity_terms:
-                    hit = verdicts.get(id(at))
-                    if hit is None:
-                        hit = verdicts[id(at)] = _selects(at, pod, ns_labels)
-                    if hit:
-                        _bump(counts, labels, at.topology_key, 1)
+        for at, term_counts in terms:
+            if not _selects(at, pod, ns_labels):
+                continue
+            if not counts:
+                counts.update(term_counts)  # a copy: the state's own counts change later
+                continue
+            for pair, n in term_counts.items():
+                counts[pair] = counts.get(pair, 0) + n
 
-    @staticmethod
-    def _count_incoming(s: _PreFilterState, nodes: list[NodeInfo]) -> None:
+    def _count_incoming(self, s: _PreFilterState, nodes: list[NodeInfo]) -> None:
         affinity, anti = s.affinity, s.anti_affinity
         aff_counts, anti_counts = s.affinity_counts, s.anti_affinity_counts
+        # the usual term (one label, listed namespaces) from the cache's label index:
+        # only the nodes holding such pods, instead of every pod of the cluster
+        if len(affinity) == 1 and self._count_indexed(affinity[0], aff_counts):
+            affinity = []
+        anti = [t for t in anti if not self._count_indexed(t, anti_counts)]
+        if not affinity and not anti:
+            return
         for node in nodes:
             pods = node.pods
             if not pods:
@@ -345,6 +359,38 @@ class InterPodAffinity:
                     n = t.count(pods.values())
                     if n:
                         _bump(anti_counts, labels, t.topology_key, n)
+
+    def _score_indexed(self, t: _IncomingTerm, weight: int, scores: ScoreMap) -> bool:
+        """Add ``weight`` per pod ``t`` selects to its topology pair's score, from the
+        label index; False (nothing added) when the term is not one label in listed
+        namespaces."""
+        counts: Counts = {}
+        if not self._count_indexed(t, counts):
+            return False
+        for (key, value), n in counts.items():
+            by_value = scores.setdefault(key, {})
+            by_value[value] = by_value.get(value, 0) + n * weight
+        return True
+
+    def _count_indexed(self, t: _IncomingTerm, counts: Counts) -> bool:
+        """Count the pods ``t`` selects per topology pair from the label index; False
+        (nothing counted) when the term is not one label in listed namespaces."""
+        namespaces = t.listed_namespaces()
+        if namespaces is None or t._eq is None or len(t._eq) != 1:
+            return False
+        (key, values), = t._eq
+        handle, topology = self.handle, t.topology_key
+        for ns in namespaces:
+            for value in values:
+                for node_name, n in handle.pods_by_label(ns, key, value).items():
+                    node = handle.node(node_name)
+                    if node is None or node.node is None:
+                        continue
+                    label = node.labels.get(topology)
+                    if label is not None:
+                        pair = (topology, label)
+                        counts[pair] = counts.get(pair, 0) + n
+        return True
 
     def add_pod(self, state: CycleState, pod: PodInfo, to_add: PodInfo, node: NodeInfo
                 ) -> Status | None:
@@ -389,7 +435,7 @@ class InterPodAffinity:
             for key in s.affinity_keys:
                 col = table.label_column(key)
                 present &= col.codes >= 0
-                populated &= col.spread([counts.get((key, v), 0) > 0 for v in col.values])
+                populated &= col.spread_hits(col.hits(counts, key))
             if not (not counts and s.self_affinity):
                 present &= populated
             mask &= present
@@ -397,13 +443,18 @@ class InterPodAffinity:
             counts = s.anti_affinity_counts
             for key in s.anti_affinity_keys:
                 col = table.label_column(key)
-                mask &= ~col.spread([counts.get((key, v), 0) > 0 for v in col.values])
-        for (key, value), n in s.existing_anti_affinity_counts.items():
-            if n > 0:
+                mask &= ~col.spread_hits(col.hits(counts, key))
+        if s.existing_anti_affinity_counts:
+            # one pass per topology key (thousands of single-node pairs with hostname)
+            excluded: dict[str, list[int]] = {}
+            for (key, value), n in s.existing_anti_affinity_counts.items():
+                if n > 0:
+                    code = table.label_column(key).code_of.get(value)
+                    if code is not None:
+                        excluded.setdefault(key, []).append(code)
+            for key, codes in excluded.items():
                 col = table.label_column(key)
-                code = col.code_of.get(value)
-                if code is not None:
-                    mask &= col.codes != code
+                mask &= ~np.isin(col.codes, codes) if len(codes) > 1 else col.codes != codes[0]
         return mask
 
     # -- PreScore / Score --------------------------------------------------------------
@@ -416,16 +467,19 @@ class InterPodAffinity:
         has_constraints = bool(preferred or preferred_anti)
         if self.ignore_preferred_terms_of_existing_pods and not has_constraints:
             return Status.skip()
-        # Unless the pod has preferred terms, only pods with (anti-)affinity can add a score.
-        all_nodes = handle.nodes() if has_constraints else handle.nodes_with_affinity_pods()
         ns_labels = handle.namespace_labels(pod.namespace) or {}
         hard = self.hard_pod_affinity_weight
         scores: ScoreMap = {}
-        for node in all_nodes:
-            labels = node.labels
-            if not labels:
-                continue
-            if has_constraints and node.pods:
+        # the incoming pod's usual terms (one label, listed namespaces) from the label
+        # index; the others by looking at every pod of every node
+        preferred = [t for t in preferred if not self._score_indexed(t, t.weight, scores)]
+        preferred_anti = [t for t in preferred_anti
+                          if not self._score_indexed(t, -t.weight, scores)]
+        if preferred or preferred_anti:
+            for node in handle.nodes():
+                labels = node.labels
+                if not labels or not node.pods:
+                    continue
                 pods = node.pods.values()
                 for t in preferred:
                     if t.topology_key in labels:
@@ -437,7 +491,12 @@ class InterPodAffinity:
                         n = t.count(pods)
                         if n:
                             _add(scores, labels, t.topology_key, -n * t.weight)
-            # Pods without (anti-)affinity hold no terms toward the incoming pod.
+        # Only pods whose terms can score others (PodInfo.has_affinity) hold any toward
+        # the incoming pod.
+        for node in handle.nodes_with_affinity_pods():
+            labels = node.labels
+            if not labels:
+                continue
             for existing in node.pods_with_affinity.values():
                 if hard > 0:
                     for at in existing.required_affinity_terms:
