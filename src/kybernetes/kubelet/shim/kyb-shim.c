@@ -298,9 +298,18 @@ static void run_container(int out_fd, int err_fd) {
     }
     int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
     if (unshare(flags) < 0) die("unshare");
+    /* closed by the container's exec (close-on-exec), or by its death: its pid is
+       reported only then, once its root and mounts are in place, so that no probe or
+       exec entering its namespaces meets the host's file system */
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0) die("pipe");
     pid_t pid = fork();
     if (pid < 0) die("fork");
     if (pid > 0) {
+        close(ready[1]);
+        char c;
+        while (read(ready[0], &c, 1) < 0 && errno == EINTR) {}
+        close(ready[0]);
         /* report the container's host pid, then wait and pass its end on */
         char buf[32];
         snprintf(buf, sizeof buf, "%d\n", pid);
@@ -315,6 +324,7 @@ static void run_container(int out_fd, int err_fd) {
         _exit(WEXITSTATUS(status));
     }
     close(3);
+    close(ready[0]);
     /* pid 1 of the new pid namespace */
     if (dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) die("dup2");
     int devnull = open("/dev/null", O_RDONLY);
