@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from kybernetes.apiserver import certs
 from kybernetes.store import AlreadyExistsError, Backend
 
 BOOTSTRAP_KEY = "/kybernetes.io/bootstrap"
@@ -49,11 +50,7 @@ def server_token(pki_dir: Path, given: str = "") -> str:
 
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    certs.write_private(path, data)
 
 
 def _key(token: str, salt: bytes) -> bytes:
