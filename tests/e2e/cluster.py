@@ -19,6 +19,8 @@ import httpx
 import orjson
 import yaml
 
+from kybernetes.kubelet.network import bridge_name
+
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO.parent / "shared" / "scenarios"
@@ -28,6 +30,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def new_pod_cidr(low: int = 100, high: int = 250) -> str:
+    """A /24 of 10.42.0.0/16 (third octet in ``low..high``) for a test node of its own:
+    never one handed out before in this test run (the session's shared server lives
+    throughout it, beside each module's own) nor one whose bridge is on the machine. Two
+    nodes on one range would share a bridge and a gateway, and a pod would ask the other
+    server's cluster DNS (seen in CI: a Service name unknown, NXDOMAIN)."""
+    def free() -> list[int]:
+        return [i for i in range(low, high + 1) if i not in _HANDED_OUT
+                and not Path("/sys/class/net", bridge_name(f"10.42.{i}.0/24")).exists()]
+    choices = free()
+    if not choices:  # all handed out once: only the bridges still there count now
+        _HANDED_OUT.difference_update(range(low, high + 1))
+        choices = free()
+    third = random.choice(choices)
+    _HANDED_OUT.add(third)
+    return f"10.42.{third}.0/24"
 
 
 @dataclass
@@ -42,7 +65,7 @@ class Cluster:
     startup_seconds: float = 0.0
     node_name: str = "kyb-test-node"
     agent_port: int = field(default_factory=free_port)
-    pod_cidr: str = field(default_factory=lambda: f"10.42.{random.randint(100, 250)}.0/24")
+    pod_cidr: str = field(default_factory=new_pod_cidr)
     """Each test server's own range (and so its own bridge): several may run side by side."""
     extra_args: list[str] = field(default_factory=list)
     ingress_port: int = field(default_factory=free_port)

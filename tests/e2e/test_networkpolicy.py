@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 
 from kybernetes.kubelet.netpol_rules import table_name
 from kybernetes.kubelet.network import bridge_name
-from tests.e2e.cluster import REPO, Cluster, agent_cluster, free_port, wait_for
+from tests.e2e.cluster import REPO, Cluster, agent_cluster, free_port, new_pod_cidr, wait_for
 from tests.e2e.test_pods import ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
@@ -93,9 +92,7 @@ class Nodes:
         self.c = c
         self.agent_dir = base / "agent2"
         self.agent_log = base / "agent2.log"
-        used = int(c.pod_cidr.split(".")[2])
-        third = random.choice([i for i in range(20, 99) if i != used])
-        self.pod_cidr = f"10.42.{third}.0/24"
+        self.pod_cidr = new_pod_cidr(20, 99)
         self.proc: subprocess.Popen[bytes] | None = None
         self.model_ip = self.service_ip = self.model_link_local = ""
 

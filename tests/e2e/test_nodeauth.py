@@ -5,7 +5,6 @@ revoked, and its credential cannot touch another node's pods (the real kubectl).
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import REPO, Cluster, agent_cluster, free_port, stop_process, wait_for
+from tests.e2e.cluster import (
+    REPO,
+    Cluster,
+    agent_cluster,
+    free_port,
+    new_pod_cidr,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +74,7 @@ def joined(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     try:
         token = (cluster.data_dir / "join-token").read_text().strip()
         agent = Agent(cluster, base / "agent", base / "agent.log", token, free_port(),
-                      f"10.42.{random.randint(100, 250)}.0/24")
-        while agent.pod_cidr == cluster.pod_cidr:
-            agent.pod_cidr = f"10.42.{random.randint(100, 250)}.0/24"
+                      new_pod_cidr())
         agent.start()
         try:
             yield agent
