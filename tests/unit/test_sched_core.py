@@ -405,12 +405,12 @@ def _random_pod(rng: Any, i: int) -> Obj:
     if rng.random() < 0.2:
         del requests["memory"]
     tolerations = [{"key": "gpu", "operator": "Exists"}] if rng.random() < 0.5 else []
-    spread = []
-    if rng.random() < 0.4:
-        spread = [{"maxSkew": rng.choice([1, 2]), "whenUnsatisfiable": "DoNotSchedule",
-                   "topologyKey": rng.choice(["topology.kubernetes.io/zone",
-                                              "kubernetes.io/hostname"]),
-                   "labelSelector": {"matchLabels": {"app": "x"}}}]
+    spread = [{"maxSkew": rng.choice([1, 2, 5]),
+               "whenUnsatisfiable": rng.choice(["DoNotSchedule", "ScheduleAnyway"]),
+               "topologyKey": rng.choice(["topology.kubernetes.io/zone",
+                                          "kubernetes.io/hostname"]),
+               "labelSelector": {"matchLabels": {"app": "x"}}}
+              for _ in range(rng.choice([0, 0, 0, 1, 2]))]
     affinity: Obj = {}
     term = {"labelSelector": {"matchLabels": {"app": rng.choice(["x", "y"])}},
             "topologyKey": rng.choice(["topology.kubernetes.io/zone", "kubernetes.io/hostname"])}
@@ -437,7 +437,7 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
     rng = random.Random(seed)
     s = _scheduler(_random_cluster(rng, 300))
     fwk = s.profiles["default-scheduler"]
-    placed = scored = 0
+    placed = scored = soft_spread = 0
     for i in range(150):
         pi = PodInfo(_random_pod(rng, i))
         start = rng.randrange(300)
@@ -463,9 +463,23 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
         if fast_totals is not None:  # None: a score plugin without a batch form ran
             assert np.array_equal(fast_totals, np.array(totals))
             scored += 1
+        # and each plugin's batch form alone, whatever the others have
+        for pl in fwk.score:
+            score_batch = getattr(pl, "score_batch", None)
+            if score_batch is None or pl.name in slow_state.skip_score:
+                continue
+            one = [pl.score(slow_state, pi, n) for n in slow]
+            many = score_batch(fast_state, pi, s.cache.table(), rows)
+            if pl.name in fwk.normalizers:
+                pl.normalize_score(slow_state, pi, one)
+                many = pl.normalize_batch(fast_state, pi, many)
+            assert many.tolist() == one, pl.name
+            soft_spread += pl.name == "PodTopologySpread"
         s.cache.assume(pi, slow[int(np.argmax(totals))].name)
         placed += 1
-    assert placed > 50 and scored > 5
+    # (the whole-path comparison stops once a placed pod's affinity terms make
+    # InterPodAffinity, without a batch Score, score everyone; each plugin's goes on)
+    assert placed > 50 and scored >= 5 and soft_spread > 10
 
 
 def test_anti_affinity_index_follows_pods_and_nodes() -> None:
@@ -520,3 +534,71 @@ def test_anti_affinity_index_follows_pods_and_nodes() -> None:
             by_node[n] = by_node.get(n, 0) + 1
         assert dict(c.pods_by_label("default", "app", "a")) == by_node, f"step {step}"
         assert not c.pods_by_label("default", "app", "b")
+
+
+def test_spread_counts_kept_between_cycles_equal_fresh_ones() -> None:
+    """PodTopologySpread keeps its per-domain counts from cycle to cycle and counts again
+    only the nodes whose generation moved: after random pods come and go and nodes get
+    relabelled, added and removed, its counts equal those of a plugin counting afresh."""
+    import random
+
+    from kybernetes.scheduler.plugins import podtopologyspread
+
+    rng = random.Random(11)
+    s = _scheduler(_random_cluster(rng, 60))
+    fwk = s.profiles["default-scheduler"]
+    kept = next(pl for pl in fwk.pre_filter if pl.name == "PodTopologySpread")
+    placed: list[Obj] = []
+    spread = [{"maxSkew": 1, "whenUnsatisfiable": when, "topologyKey": key,
+               "labelSelector": {"matchLabels": {"app": "x"}}}
+              for when in ("DoNotSchedule", "ScheduleAnyway")
+              for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")]
+    probe = PodInfo(make_pod("probe", uid="probe", labels={"app": "x"},
+                             topologySpreadConstraints=spread))
+    # without constraints of its own, the system defaults (by hostname and zone) over what
+    # its Service selects; nodes without a zone are then scored too
+    service = {"metadata": {"name": "x", "namespace": "default"},
+               "spec": {"selector": {"app": "x"}}}
+    s.cache.objects_source = lambda resource: [service] if resource == "services" else []
+    defaulted = PodInfo(make_pod("probe2", uid="probe2", labels={"app": "x"}))
+    extra = 0
+    for step in range(300):
+        roll = rng.random()
+        nodes = s.cache.nodes()
+        if roll < 0.6 or not placed:
+            pod = make_pod(f"p{step}", uid=f"u{step}", labels={"app": rng.choice("xy")},
+                           requests={"cpu": "10m"})
+            pod["spec"]["nodeName"] = rng.choice(nodes).name
+            s.cache.set_pod(pod)
+            placed.append(pod)
+        elif roll < 0.8:
+            s.cache.remove_pod(placed.pop(rng.randrange(len(placed))))
+        elif roll < 0.9:
+            node = dict(rng.choice(nodes).node or {})
+            node["metadata"] = {**node["metadata"], "labels": {
+                **node["metadata"].get("labels", {}),
+                "topology.kubernetes.io/zone": f"z{rng.randrange(4)}"}}
+            s.cache.set_node(node)
+        elif roll < 0.95:
+            extra += 1
+            s._node_added(make_node(f"extra{extra}", labels={
+                "topology.kubernetes.io/zone": f"z{rng.randrange(3)}"}))
+        else:
+            s.cache.remove_node(rng.choice(nodes).name)
+        fresh = podtopologyspread.new({}, kept._handle)
+        nodes = s.cache.nodes()
+        got: list[Any] = []
+        # kept counts, fresh ones, and fresh ones over copies of the nodes (not rows of
+        # the node table: PreScore's node-by-node form)
+        for pl, scored in ((kept, nodes), (fresh, nodes), (fresh, [n.clone() for n in nodes])):
+            state = CycleState()
+            pl.pre_filter(state, probe, nodes)
+            pl.pre_score(state, probe, scored)
+            pf, ps = state.read("PreFilterPodTopologySpread"), state.read("PreScorePodTopologySpread")
+            state = CycleState()
+            pl.pre_score(state, defaulted, scored)
+            ds = state.read("PreScorePodTopologySpread")
+            got.append((pf.counts, pf.mins, ps.counts, ps.host_counts, ps.ignored, ps.weights,
+                        ds.counts, ds.host_counts, ds.ignored, ds.weights))
+        assert got[0] == got[1] == got[2], f"step {step}"
+        assert got[0][4] and not got[0][8]  # zoneless nodes ignored, but not by the defaults

@@ -64,6 +64,8 @@ class NodeTable:
         self.allowed_pods = np.zeros(n, np.int64)
         self.unschedulable = np.zeros(n, np.bool_)
         self.tainted = np.zeros(n, np.bool_)
+        self.generation = np.zeros(n, np.int64)
+        """Each node's ``generation`` (what changed since a saved copy: ``!=``)."""
         self.gpu_devices = np.zeros(n, np.int64)
         self.gpu_free = np.full((n, max((len(ni.gpu_free) for ni in nodes), default=0)), -1,
                                 np.int64)
@@ -110,6 +112,7 @@ class NodeTable:
         self.allowed_pods[i] = ni.allowed_pods
         self.unschedulable[i] = ni.unschedulable
         self.tainted[i] = bool(ni.taints)
+        self.generation[i] = ni.generation
         free = ni.gpu_free
         if len(free) > self.gpu_free.shape[1]:
             wider = np.full((self.size, len(free)), -1, np.int64)

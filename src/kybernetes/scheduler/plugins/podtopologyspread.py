@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from kybernetes.api.scheduling import HOSTNAME_LABEL, NodeSelector, untolerated_taint
 from kybernetes.api.selectors import (
     LabelSelector,
@@ -39,7 +41,7 @@ from kybernetes.scheduler.framework import (
     PreFilterResult,
     Status,
 )
-from kybernetes.scheduler.nodetable import BoolArray, NodeTable
+from kybernetes.scheduler.nodetable import BoolArray, IntArray, NodeTable
 from kybernetes.scheduler.types import NodeInfo, PodInfo
 
 Obj = dict[str, Any]
@@ -236,16 +238,39 @@ class _Totals:
     when its generation (its pods, labels or taints) or its NodeInfo changed. A domain
     stays while at least one counted node is in it, even with no matching pod."""
 
-    __slots__ = ("domains", "nodes", "totals")
+    __slots__ = ("domains", "generations", "nodes", "table", "totals")
 
     def __init__(self, size: int) -> None:
         self.nodes: dict[str, tuple[NodeInfo, int, Contribution]] = {}
         self.totals: list[dict[str, int]] = [{} for _ in range(size)]
         self.domains: list[dict[str, int]] = [{} for _ in range(size)]
         """Counted nodes by domain."""
+        self.table: NodeTable | None = None
+        self.generations: IntArray | None = None
+        """The nodes' generations at the last refresh, when ``nodes`` were ``table``'s."""
 
     def refresh(self, nodes: list[NodeInfo], contribution: Callable[[NodeInfo], Contribution]
                 ) -> list[dict[str, int]]:
+        table = nodes[0].table if nodes else None
+        if table is not None and table.nodes is not nodes:
+            table = None
+        if table is not None and table is self.table and self.generations is not None:
+            # the same nodes as last time: only those whose generation moved
+            changed = np.flatnonzero(table.generation != self.generations)
+            self._count([nodes[i] for i in changed.tolist()], contribution)
+        else:
+            self._count(nodes, contribution)
+            seen = self.nodes
+            if len(seen) > len(nodes):  # nodes gone
+                live = {n.name for n in nodes}
+                for name in [k for k in seen if k not in live]:
+                    self._apply(seen.pop(name)[2], -1)
+        self.table = table
+        self.generations = table.generation.copy() if table is not None else None
+        return self.totals
+
+    def _count(self, nodes: list[NodeInfo],
+               contribution: Callable[[NodeInfo], Contribution]) -> None:
         seen = self.nodes
         for node in nodes:
             e = seen.get(node.name)
@@ -256,11 +281,6 @@ class _Totals:
             c = contribution(node)
             self._apply(c, 1)
             seen[node.name] = (node, node.generation, c)
-        if len(seen) > len(nodes):  # nodes gone
-            live = {n.name for n in nodes}
-            for name in [k for k in seen if k not in live]:
-                self._apply(seen.pop(name)[2], -1)
-        return self.totals
 
     def _apply(self, contribution: Contribution, sign: int) -> None:
         for i, value, n in contribution:
@@ -543,24 +563,10 @@ class PodTopologySpread:
         # defaults, a node without a zone label is still spread by hostname
         require_all = bool(pod.spec.get("topologySpreadConstraints")) \
             or not self._system_defaulted
-        indexed = list(enumerate(constraints))
         host = [c.topology_key == HOSTNAME_LABEL for c in constraints]
-        sizes = [0] * len(constraints)
-        candidates: list[NodeInfo] = []
-        for node in nodes:
-            if require_all and not _has_keys(node.labels, constraints):
-                s.ignored.add(node.name)
-                continue
-            candidates.append(node)
-            for i, c in indexed:
-                if host[i]:
-                    continue  # counted per node below
-                value = node.labels.get(c.topology_key, "")
-                if value not in s.counts[i]:
-                    s.counts[i][value] = 0
-                    sizes[i] += 1
+        candidates = self._candidates(s, nodes, host, require_all)
         for i in range(len(constraints)):
-            size = len(nodes) - len(s.ignored) if host[i] else sizes[i]
+            size = len(nodes) - len(s.ignored) if host[i] else len(s.counts[i])
             s.weights.append(math.log(size + 2))
         counted = [i for i in range(len(constraints)) if not host[i]]
         if counted:
@@ -575,6 +581,47 @@ class PodTopologySpread:
                 s.host_counts[i] = {n.name: counter.count(n, i) for n in candidates}
         state.write(_PRE_SCORE_KEY, s)
         return None
+
+    @staticmethod
+    def _candidates(s: _PreScoreState, nodes: list[NodeInfo], host: list[bool],
+                    require_all: bool) -> list[NodeInfo]:
+        """The nodes to score (``require_all``: those with every constraint's key; the
+        others go to ``s.ignored``), and the domains they are in (as keys of
+        ``s.counts``; a missing key is the domain "") for the constraints not on the
+        hostname key. Over the node table's label columns when the nodes are its rows."""
+        constraints = s.constraints
+        table = nodes[0].table if nodes else None
+        rows = [n.index for n in nodes if n.table is table] if table is not None else []
+        if table is None or len(rows) != len(nodes):
+            candidates: list[NodeInfo] = []
+            for node in nodes:
+                if require_all and not _has_keys(node.labels, constraints):
+                    s.ignored.add(node.name)
+                    continue
+                candidates.append(node)
+                for i, c in enumerate(constraints):
+                    if not host[i]:  # (hostname: counted per node)
+                        s.counts[i].setdefault(node.labels.get(c.topology_key, ""), 0)
+            return candidates
+        at = np.array(rows, np.int64)
+        columns = [table.label_column(c.topology_key) for c in constraints]
+        codes = [col.codes[at] for col in columns]
+        candidates = nodes
+        if require_all:
+            missing = np.zeros(len(at), np.bool_)
+            for column in codes:
+                missing |= column < 0
+            if missing.any():
+                s.ignored.update(nodes[j].name for j in np.flatnonzero(missing).tolist())
+                keep = ~missing
+                candidates = [nodes[j] for j in np.flatnonzero(keep).tolist()]
+                codes = [column[keep] for column in codes]
+        for i, col in enumerate(columns):
+            if not host[i]:
+                values = col.values
+                s.counts[i] = {values[k] if k >= 0 else "": 0
+                               for k in np.unique(codes[i]).tolist()}
+        return candidates
 
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         """The (weighted) number of matching pods in the node's domains; normalised later
@@ -599,6 +646,49 @@ class PodTopologySpread:
             # maxSkew-1 added waters down small differences, more so for a larger maxSkew
             total += cnt * s.weights[i] + (c.max_skew - 1)
         return math.floor(total + 0.5)  # Go's math.Round: halves away from zero
+
+    def score_batch(self, state: CycleState, pod: PodInfo, table: NodeTable, rows: IntArray
+                    ) -> IntArray:
+        """:meth:`score` of the nodes at ``rows``: a count per domain, spread over the
+        nodes by their label values (per node for the hostname key), summed constraint by
+        constraint in the same order so that the floats round alike."""
+        s: _PreScoreState | None = state.read(_PRE_SCORE_KEY)
+        if s is None:
+            return np.zeros(len(rows), np.int64)
+        total = np.zeros(len(rows), np.float64)
+        for i, c in enumerate(s.constraints):
+            col = table.label_column(c.topology_key)
+            codes = col.codes[rows]
+            if c.topology_key == HOSTNAME_LABEL:
+                host, nodes = s.host_counts[i], table.nodes
+                cnt = np.fromiter(
+                    (n if (n := host.get((ni := nodes[r]).name)) is not None
+                     else s.counter.count(ni, i) for r in rows.tolist()), np.float64, len(rows))
+            else:
+                per_value = np.array([*(s.counts[i].get(v, 0) for v in col.values), 0],
+                                     np.float64)
+                cnt = per_value[codes]
+            total += np.where(codes >= 0, cnt * s.weights[i] + (c.max_skew - 1), 0.0)
+        out: IntArray = np.floor(total + 0.5).astype(np.int64)
+        if s.ignored:
+            nodes = table.nodes
+            out[[j for j, r in enumerate(rows.tolist()) if nodes[r].name in s.ignored]] = \
+                _INVALID_SCORE
+        return out
+
+    def normalize_batch(self, state: CycleState, pod: PodInfo, scores: IntArray) -> IntArray:
+        """:meth:`normalize_score` of a numpy column."""
+        if state.read(_PRE_SCORE_KEY) is None:
+            return scores
+        valid = scores != _INVALID_SCORE
+        if not valid.any():
+            return np.zeros(len(scores), np.int64)
+        lo, hi = int(scores[valid].min()), int(scores[valid].max())
+        if hi == 0:
+            out: IntArray = np.where(valid, MAX_NODE_SCORE, 0)
+        else:
+            out = np.where(valid, MAX_NODE_SCORE * (hi + lo - scores) // hi, 0)
+        return out.astype(np.int64)
 
     def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:
         if state.read(_PRE_SCORE_KEY) is None:
