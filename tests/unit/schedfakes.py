@@ -62,13 +62,15 @@ class FakeHandle:
     def required_anti_affinity_counts(self) -> TermCounts:
         return required_anti_affinity_counts(self.nodes())
 
-    def pods_by_label(self, namespace: str, key: str, value: str) -> Mapping[str, int]:
-        out: dict[str, int] = {}
+    def pods_by_topology(self, namespace: str, key: str, value: str, topology: str
+                         ) -> Mapping[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
         for n in self._nodes.values():
             k = sum(1 for p in n.pods.values()
                     if p.namespace == namespace and p.labels.get(key) == value)
-            if k:
-                out[n.name] = k
+            label = n.labels.get(topology)
+            if k and label is not None and n.node is not None:
+                out[(topology, label)] = out.get((topology, label), 0) + k
         return out
 
     def namespace_labels(self, namespace: str) -> dict[str, str] | None:

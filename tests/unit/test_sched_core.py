@@ -483,8 +483,9 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
 
 
 def test_anti_affinity_index_follows_pods_and_nodes() -> None:
-    """The cache's required anti-affinity counts and its pods-by-label index, kept as
-    pods and nodes come, go and change labels, equal those computed afresh."""
+    """The cache's required anti-affinity counts, its pods-by-label index and the sums of
+    that by topology, kept as pods and nodes come, go and change labels, equal those
+    computed afresh."""
     import random
 
     from kybernetes.scheduler.types import required_anti_affinity_counts
@@ -534,6 +535,16 @@ def test_anti_affinity_index_follows_pods_and_nodes() -> None:
             by_node[n] = by_node.get(n, 0) + 1
         assert dict(c.pods_by_label("default", "app", "a")) == by_node, f"step {step}"
         assert not c.pods_by_label("default", "app", "b")
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
+            by_pair: dict[tuple[str, str], int] = {}
+            for name, n in by_node.items():
+                node = c.node(name)
+                label = node.labels.get(key) if node is not None else None
+                if label is not None:
+                    by_pair[(key, label)] = by_pair.get((key, label), 0) + n
+            assert dict(c.pods_by_topology("default", "app", "a", key)) == by_pair, \
+                f"step {step}"
+            assert not c.pods_by_topology("default", "app", "b", key)
 
 
 def test_spread_counts_kept_between_cycles_equal_fresh_ones() -> None:

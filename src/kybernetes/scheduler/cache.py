@@ -21,6 +21,8 @@ from kybernetes.scheduler.types import AffinityTerm, NodeInfo, PodInfo, TermCoun
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 _NONE: Mapping[str, int] = MappingProxyType({})
+_MAX_TOPOLOGY_ENTRIES = 4096
+"""Label values with topology sums kept (past it they are all dropped, then asked again)."""
 ZONE_LABEL = "topology.kubernetes.io/zone"
 REGION_LABEL = "topology.kubernetes.io/region"
 
@@ -35,6 +37,14 @@ class _PodState:
 def _zone(node: NodeInfo) -> str:
     labels = node.labels
     return f"{labels.get(REGION_LABEL, '')}:\x00:{labels.get(ZONE_LABEL, '')}"
+
+
+def _bump(counts: dict[tuple[str, str], int], pair: tuple[str, str], delta: int) -> None:
+    n = counts.get(pair, 0) + delta
+    if n:
+        counts[pair] = n
+    else:
+        del counts[pair]
 
 
 class Cache:
@@ -55,6 +65,10 @@ class Cache:
         nodes change: InterPodAffinity's PreFilter reads it for every pod)."""
         self._by_label: dict[tuple[str, str, str], dict[str, int]] = {}
         """(namespace, label key, value) → node name → how many of its pods carry it."""
+        self._by_topology: dict[tuple[str, str, str], dict[str, dict[tuple[str, str], int]]] = {}
+        """The same summed by the nodes' labels: (namespace, label key, value) → topology
+        key → (topology key, value) → pods; only for the topology keys asked for, kept
+        as pods and nodes change."""
         self.objects_source: Callable[[str], list[Obj]] = lambda resource: []
         self.namespace_source: Callable[[str], dict[str, str] | None] = lambda ns: None
         self.object_source: Callable[[str, str], Obj | None] = lambda resource, key: None
@@ -113,21 +127,69 @@ class Cache:
         (nodes not known yet included: the caller looks each up)."""
         return self._by_label.get((namespace, key, value), _NONE)
 
+    def pods_by_topology(self, namespace: str, key: str, value: str, topology: str
+                         ) -> Mapping[tuple[str, str], int]:
+        """(``topology``, the node's value of it) → how many pods in ``namespace``
+        labelled ``key=value`` the known nodes with that label hold. Counted once from
+        :meth:`pods_by_label`, then kept up to date as pods and nodes change."""
+        entry = (namespace, key, value)
+        by_key = self._by_topology.get(entry)
+        counts = by_key.get(topology) if by_key is not None else None
+        if counts is not None:
+            return counts
+        if by_key is None:
+            if len(self._by_topology) >= _MAX_TOPOLOGY_ENTRIES:
+                self._by_topology.clear()
+            by_key = self._by_topology[entry] = {}
+        counts = by_key[topology] = {}
+        for node_name, n in self._by_label.get(entry, _NONE).items():
+            ni = self._nodes.get(node_name)
+            if ni is not None and ni.node is not None:
+                label = ni.labels.get(topology)
+                if label is not None:
+                    _bump(counts, (topology, label), n)
+        return counts
+
     def _index_labels(self, pi: PodInfo, node_name: str, delta: int) -> None:
-        ns, index = pi.namespace, self._by_label
+        ns, index, by_topology = pi.namespace, self._by_label, self._by_topology
         for key, value in pi.labels.items():
-            nodes = index.get((ns, key, value))
+            entry = (ns, key, value)
+            nodes = index.get(entry)
             if nodes is None:
                 if delta < 0:
                     continue
-                nodes = index[(ns, key, value)] = {}
+                nodes = index[entry] = {}
             n = nodes.get(node_name, 0) + delta
             if n > 0:
                 nodes[node_name] = n
             else:
                 nodes.pop(node_name, None)
                 if not nodes:
-                    del index[(ns, key, value)]
+                    del index[entry]
+            by_key = by_topology.get(entry)
+            if by_key:
+                ni = self._nodes.get(node_name)
+                if ni is not None and ni.node is not None:
+                    for topology, counts in by_key.items():
+                        label = ni.labels.get(topology)
+                        if label is not None:
+                            _bump(counts, (topology, label), delta)
+
+    def _index_node_topology(self, ni: NodeInfo, delta: int) -> None:
+        """Count (1) or uncount (-1) ``ni``'s pods in the topology sums by its labels."""
+        by_topology = self._by_topology
+        if ni.node is None or not by_topology:
+            return
+        labels = ni.labels
+        for pi in ni.pods.values():
+            ns = pi.namespace
+            for key, value in pi.labels.items():
+                by_key = by_topology.get((ns, key, value))
+                if by_key:
+                    for topology, counts in by_key.items():
+                        label = labels.get(topology)
+                        if label is not None:
+                            _bump(counts, (topology, label), delta)
 
     def _index_anti_affinity(self, pi: PodInfo, ni: NodeInfo, delta: int) -> None:
         """Count (``delta`` 1) or uncount (-1) ``pi``'s required anti-affinity terms on
@@ -177,9 +239,15 @@ class Cache:
             self._order = None
         else:
             zone_before = _zone(ni) if ni.node is not None else None
+            labels_before = ni.labels if ni.node is not None else None
             self._index_node_anti_affinity(ni, -1)  # counted by its labels: again after
+            relabelled = labels_before != ((node.get("metadata") or {}).get("labels") or {})
+            if relabelled:
+                self._index_node_topology(ni, -1)
             ni.set_node(node)
             self._index_node_anti_affinity(ni, 1)
+            if relabelled:
+                self._index_node_topology(ni, 1)
             if zone_before != _zone(ni):
                 self._order = None
         return ni
@@ -191,6 +259,7 @@ class Cache:
         self._order = None
         if ni.pods:
             self._index_node_anti_affinity(ni, -1)
+            self._index_node_topology(ni, -1)
             ni.node = None  # keep its pods accounted until they go (as upstream does)
             self._index_node_anti_affinity(ni, 1)
         else:

@@ -350,9 +350,10 @@ class Handle(Protocol):
 
     def nodes_with_required_anti_affinity_pods(self) -> list[NodeInfo]: ...
 
-    def pods_by_label(self, namespace: str, key: str, value: str) -> Mapping[str, int]:
-        """Node name → how many pods of ``namespace`` labelled ``key=value`` it holds
-        (names of nodes not known yet included)."""
+    def pods_by_topology(self, namespace: str, key: str, value: str, topology: str
+                         ) -> Mapping[tuple[str, str], int]:
+        """(``topology``, a node's value of it) → how many pods of ``namespace`` labelled
+        ``key=value`` the known nodes with that label hold."""
         ...
 
     def required_anti_affinity_counts(self) -> TermCounts:

@@ -382,14 +382,12 @@ class InterPodAffinity:
         handle, topology = self.handle, t.topology_key
         for ns in namespaces:
             for value in values:
-                for node_name, n in handle.pods_by_label(ns, key, value).items():
-                    node = handle.node(node_name)
-                    if node is None or node.node is None:
-                        continue
-                    label = node.labels.get(topology)
-                    if label is not None:
-                        pair = (topology, label)
-                        counts[pair] = counts.get(pair, 0) + n
+                by_pair = handle.pods_by_topology(ns, key, value, topology)
+                if not counts:
+                    counts.update(by_pair)
+                    continue
+                for pair, n in by_pair.items():
+                    counts[pair] = counts.get(pair, 0) + n
         return True
 
     def add_pod(self, state: CycleState, pod: PodInfo, to_add: PodInfo, node: NodeInfo
