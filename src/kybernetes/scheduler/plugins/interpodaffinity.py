@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
 from kybernetes.api.selectors import LabelSelector
 from kybernetes.scheduler.framework import (
     MAX_NODE_SCORE,
@@ -181,7 +179,7 @@ class _PreFilterState:
 
     __slots__ = ("affinity", "affinity_counts", "affinity_keys", "anti_affinity",
                  "anti_affinity_counts", "anti_affinity_keys", "existing_anti_affinity_counts",
-                 "ns_labels", "pod", "self_affinity")
+                 "existing_anti_affinity_keys", "ns_labels", "pod", "self_affinity")
 
     def __init__(self, pod: PodInfo, affinity: list[_IncomingTerm],
                  anti_affinity: list[_IncomingTerm], ns_labels: Mapping[str, str]) -> None:
@@ -199,6 +197,8 @@ class _PreFilterState:
         """Existing pods matching one of the pod's required anti-affinity terms (per term)."""
         self.existing_anti_affinity_counts: Counts = {}
         """Existing pods' required anti-affinity terms that match the pod."""
+        self.existing_anti_affinity_keys: set[str] = set()
+        """The topology keys of those terms."""
 
     def clone(self) -> _PreFilterState:
         c = _PreFilterState.__new__(_PreFilterState)
@@ -207,6 +207,7 @@ class _PreFilterState:
         c.affinity_counts = dict(self.affinity_counts)
         c.anti_affinity_counts = dict(self.anti_affinity_counts)
         c.existing_anti_affinity_counts = dict(self.existing_anti_affinity_counts)
+        c.existing_anti_affinity_keys = set(self.existing_anti_affinity_keys)
         return c
 
     def update_with_pod(self, other: PodInfo, node: NodeInfo, delta: int) -> None:
@@ -215,6 +216,7 @@ class _PreFilterState:
             for at in other.required_anti_affinity_terms:
                 if at.matches(self.pod, self.ns_labels):
                     _bump(self.existing_anti_affinity_counts, labels, at.topology_key, delta)
+                    self.existing_anti_affinity_keys.add(at.topology_key)
         if _matches_all(self.affinity, other):
             for t in self.affinity:
                 _bump(self.affinity_counts, labels, t.topology_key, delta)
@@ -328,6 +330,7 @@ class InterPodAffinity:
         for at, term_counts in terms:
             if not _selects(at, pod, ns_labels):
                 continue
+            s.existing_anti_affinity_keys.add(at.topology_key)
             if not counts:
                 counts.update(term_counts)  # a copy: the state's own counts change later
                 continue
@@ -430,29 +433,28 @@ class InterPodAffinity:
             counts = s.affinity_counts
             present = table.all()
             populated = table.all()
+            one = len(set(s.affinity_keys)) == 1
             for key in s.affinity_keys:
                 col = table.label_column(key)
                 present &= col.codes >= 0
-                populated &= col.spread_hits(col.hits(counts, key))
+                populated &= col.spread_hits(col.hits(counts, key, only_key=one))
             if not (not counts and s.self_affinity):
                 present &= populated
             mask &= present
         if s.anti_affinity_counts:
             counts = s.anti_affinity_counts
+            one = len(set(s.anti_affinity_keys)) == 1
             for key in s.anti_affinity_keys:
                 col = table.label_column(key)
-                mask &= ~col.spread_hits(col.hits(counts, key))
+                mask &= ~col.spread_hits(col.hits(counts, key, only_key=one))
         if s.existing_anti_affinity_counts:
             # one pass per topology key (thousands of single-node pairs with hostname)
-            excluded: dict[str, list[int]] = {}
-            for (key, value), n in s.existing_anti_affinity_counts.items():
-                if n > 0:
-                    code = table.label_column(key).code_of.get(value)
-                    if code is not None:
-                        excluded.setdefault(key, []).append(code)
-            for key, codes in excluded.items():
+            one = len(s.existing_anti_affinity_keys) == 1
+            for key in s.existing_anti_affinity_keys:
                 col = table.label_column(key)
-                mask &= ~np.isin(col.codes, codes) if len(codes) > 1 else col.codes != codes[0]
+                codes = col.hits(s.existing_anti_affinity_counts, key, only_key=one)
+                if len(codes):
+                    mask &= ~col.spread_hits(codes)
         return mask
 
     # -- PreScore / Score --------------------------------------------------------------
