@@ -233,6 +233,34 @@ def test_load_balancer_addresses_are_the_ready_real_nodes() -> None:
     assert node_addresses(nodes) == ["192.0.2.2", "198.51.100.1"]
 
 
+def test_load_balancer_controller_wakes_only_for_what_can_change_an_address() -> None:
+    """A fake node's periodic status, a real node's heartbeat and a ClusterIP Service do
+    not queue a pass over every node; a node turning Ready, a new real node and a
+    LoadBalancer Service (also one that stops being one) do."""
+    from kybernetes.controllers.servicelb import ServiceLBController
+
+    c = ServiceLBController(object())  # (its informers and queue, never started)
+    ready, beat = node("a", "192.0.2.2"), node("a", "192.0.2.2")
+    beat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-11-24T05:00:00Z"
+    quiet = [(c._node_updated, ready, beat),
+             (c._node_updated, node("f", "10.0.0.1", fake=True),
+              node("f", "10.0.0.1", fake=True, ready="False")),
+             (c._node_added_or_deleted, node("g", "10.0.0.2", fake=True)),
+             (c._service_changed, svc("x"), svc("x", type_="NodePort"))]
+    for handler, *objs in quiet:
+        handler(*objs)
+        assert len(c.queue) == 0, (handler.__name__, objs)
+    loud = [(c._node_updated, node("a", "192.0.2.2", ready="Unknown"), ready),
+            (c._node_updated, ready, node("a", "192.0.2.9")),
+            (c._node_added_or_deleted, node("b", "192.0.2.3")),
+            (c._service_changed, svc("lb", type_="LoadBalancer")),
+            (c._service_changed, svc("lb", type_="LoadBalancer"), svc("lb"))]
+    for handler, *objs in loud:
+        handler(*objs)
+        assert len(c.queue) == 1, (handler.__name__, objs)
+        c.queue = type(c.queue)(name="service-lb")
+
+
 def test_a_load_balancer_port_belongs_to_the_oldest_service() -> None:
     def lb(name: str, created: str, port: int) -> Obj:
         s = svc(name, type_="LoadBalancer", ports=[{"port": port, "protocol": "TCP"}])

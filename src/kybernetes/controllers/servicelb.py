@@ -47,6 +47,10 @@ def node_addresses(nodes: list[Obj]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _is_load_balancer(svc: Obj) -> bool:
+    return (svc.get("spec") or {}).get("type") == "LoadBalancer"
+
+
 def wanted_ingress(services: list[Obj], addresses: list[str]
                    ) -> dict[str, tuple[list[Obj], str]]:
     """``namespace/name`` of each LoadBalancer Service -> (its ingress, why it has none)."""
@@ -85,11 +89,26 @@ class ServiceLBController:
         self._tasks: list[asyncio.Task[Any]] = []
         self._pending: dict[str, str] = {}
 
-    def _changed(self, *_objs: Obj) -> None:
-        self.queue.add(_ALL)
+    def _service_changed(self, *objs: Obj) -> None:
+        """Only LoadBalancer Services (before or after the change) matter."""
+        if any(_is_load_balancer(o) for o in objs):
+            self.queue.add(_ALL)
+
+    def _node_added_or_deleted(self, node: Obj) -> None:
+        if node_addresses([node]):
+            self.queue.add(_ALL)
+
+    def _node_updated(self, old: Obj, new: Obj) -> None:
+        """Only a change of the address a node offers (Ready, real, its IP) matters: not
+        the status a node posts every few minutes (5,000 fake nodes: ~17 a second)."""
+        if node_addresses([old]) != node_addresses([new]):
+            self.queue.add(_ALL)
 
     async def reconcile(self, _key: str) -> Result | None:
-        wanted = wanted_ingress(self.services.list(), node_addresses(self.nodes.list()))
+        services = self.services.list()
+        if not any(_is_load_balancer(s) for s in services):
+            return None
+        wanted = wanted_ingress(services, node_addresses(self.nodes.list()))
         for key, (ingress, why) in wanted.items():
             svc = self.services.get(key)
             if svc is None:
@@ -112,9 +131,11 @@ class ServiceLBController:
         return None
 
     async def start(self) -> None:
-        for inf in (self.services, self.nodes):
-            inf.add_handler(on_add=self._changed, on_update=self._changed,
-                            on_delete=self._changed)
+        self.services.add_handler(on_add=self._service_changed,
+                                  on_update=self._service_changed,
+                                  on_delete=self._service_changed)
+        self.nodes.add_handler(on_add=self._node_added_or_deleted, on_update=self._node_updated,
+                               on_delete=self._node_added_or_deleted)
         if self._own:
             self.services.start()
         self.nodes.start()
