@@ -437,7 +437,7 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
     rng = random.Random(seed)
     s = _scheduler(_random_cluster(rng, 300))
     fwk = s.profiles["default-scheduler"]
-    placed = scored = soft_spread = 0
+    placed = scored = soft_spread = diagnosed = 0
     for i in range(150):
         pi = PodInfo(_random_pod(rng, i))
         start = rng.randrange(300)
@@ -446,11 +446,21 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
         fwk.run_pre_filter(slow_state, pi, nodes)
         fwk.run_pre_filter(fast_state, pi, nodes)
         s._next_start = start
-        slow = s._find_feasible(fwk, slow_state, pi, nodes, Diagnosis())
+        slow_diag = Diagnosis()
+        slow = s._find_feasible(fwk, slow_state, pi, nodes, slow_diag)
         fast = batch.feasible(fwk, fast_state, pi, s.cache.table(), start=start,
                               want=num_feasible_nodes_to_find(0, len(nodes)))
         if not slow:
             assert fast is None
+            # and each node's reason, as the node-by-node path gives it
+            masks = batch.filter_masks(fwk, fast_state, pi, s.cache.table())
+            if masks is not None:
+                fast_diag = Diagnosis()
+                assert s._diagnose_batch(fwk, fast_state, pi, nodes, masks, {}, fast_diag)
+                assert {k: (v.code, v.reasons, v.plugin) for k, v in fast_diag.statuses.items()} \
+                    == {k: (v.code, v.reasons, v.plugin) for k, v in slow_diag.statuses.items()}
+                assert fast_diag.plugins == slow_diag.plugins
+                diagnosed += 1
             continue
         assert fast is not None
         rows, walked = fast
@@ -479,7 +489,7 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
         placed += 1
     # (the whole-path comparison stops once a placed pod's affinity terms make
     # InterPodAffinity, without a batch Score, score everyone; each plugin's goes on)
-    assert placed > 50 and scored >= 5 and soft_spread > 10
+    assert placed > 50 and scored >= 5 and soft_spread > 10 and diagnosed >= 2
 
 
 def test_anti_affinity_index_follows_pods_and_nodes() -> None:
@@ -613,3 +623,61 @@ def test_spread_counts_kept_between_cycles_equal_fresh_ones() -> None:
                         ds.counts, ds.host_counts, ds.ignored, ds.weights))
         assert got[0] == got[1] == got[2], f"step {step}"
         assert got[0][4] and not got[0][8]  # zoneless nodes ignored, but not by the defaults
+
+
+def test_a_nominated_node_is_tried_first() -> None:
+    """A pod nominated to a node by an earlier preemption goes there when it fits, even
+    where another node scores higher; when it no longer fits, the whole search runs."""
+    s = _scheduler([make_node("big", cpu="64", memory="256Gi"),
+                    make_node("small", cpu="2", memory="4Gi")])
+    pod = make_pod("p", uid="p", requests={"cpu": "1"})
+    assert _schedule(s, pod) == "big"  # the emptier node scores higher
+    pod["status"] = {"nominatedNodeName": "small"}
+    assert _schedule(s, pod) == "small"
+    s.cache.set_pod(make_pod("filler", uid="filler", nodeName="small",
+                             requests={"cpu": "1500m"}))
+    assert _schedule(s, pod) == "big"
+    # also from the scheduler's own record, before the pod's status says so
+    del pod["status"]
+    s.cache.remove_pod(make_pod("filler", uid="filler"))
+    s.queue.nominator.add(PodInfo(pod), "small")
+    assert _schedule(s, pod) == "small"
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_batch_and_node_by_node_schedule_alike_with_nominated_pods(seed: int) -> None:
+    """With pods nominated by preemptions here and there (of higher and lower priority),
+    the batch path places each pod where the node-by-node path does, or fails with the
+    same reasons."""
+    import random
+
+    rng = random.Random(seed)
+    s = _scheduler(_random_cluster(rng, 40))
+    s.pick = lambda ties: ties[0]  # type: ignore[method-assign]
+    fwk = s.profiles["default-scheduler"]
+    outcomes = {"placed": 0, "failed": 0}
+    for i in range(150):
+        if rng.random() < 0.3:
+            big = make_pod(f"nominated{i}", uid=f"n{i}", priority=rng.choice([0, 1000]),
+                           requests={"cpu": rng.choice(["1", "3"]), "memory": "1Gi"})
+            s.queue.nominator.add(PodInfo(big), rng.choice(s.cache.nodes()).name)
+        pod = _random_pod(rng, i)
+        pod["spec"]["priority"] = rng.choice([0, 500])
+        pi = PodInfo(pod)
+        start = rng.randrange(40)
+        results: list[Any] = []
+        for use_batch in (True, False):
+            s.use_batch, s._next_start = use_batch, start
+            try:
+                results.append((s.schedule_pod(fwk, CycleState(), pi), s._next_start % 40))
+            except FitError as e:
+                statuses = {k: (v.code, v.reasons, v.plugin)
+                            for k, v in e.diagnosis.statuses.items()}
+                results.append((str(e), s._next_start % 40, statuses))
+        assert results[0] == results[1], f"pod {i}"
+        if results[0][0] in {n.name for n in s.cache.nodes()}:
+            s.cache.assume(pi, results[0][0])
+            outcomes["placed"] += 1
+        else:
+            outcomes["failed"] += 1
+    assert outcomes["placed"] > 30 and outcomes["failed"] > 5, outcomes

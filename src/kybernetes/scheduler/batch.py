@@ -2,14 +2,16 @@
 
 Used when every plugin active for the pod (not skipped by its PreFilter or PreScore)
 offers a batch form (``filter_batch``/``score_batch``/``normalize_batch``) — as the
-common ones do — and no pod is nominated anywhere. It decides exactly what the
-one-node-at-a-time path decides: the same nodes in the same rotating order, the same
-``percentageOfNodesToScore`` stop, the same integer scores. When no node fits, the slow
-path runs instead, to say why node by node.
+common ones do. It decides exactly what the one-node-at-a-time path decides: the same
+nodes in the same rotating order, the same ``percentageOfNodesToScore`` stop, the same
+integer scores. Nodes holding pods nominated by a preemption are checked again one by
+one with those pods (:func:`first_rows`' veto); when no node fits, each failing node is
+asked for its reason by the first plugin that rejected it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -20,12 +22,11 @@ from kybernetes.scheduler.runtime import Framework
 from kybernetes.scheduler.types import PodInfo
 
 
-def feasible(fwk: Framework, state: CycleState, pod: PodInfo, table: NodeTable, *,
-             start: int, want: int) -> tuple[IntArray, int] | None:
-    """(rows of the first ``want`` feasible nodes from ``start`` on, wrapping around; how
-    many nodes that walked over), or None when the batch form cannot decide (a plugin
-    without one, or no node fits)."""
-    mask: BoolArray | None = None
+def filter_masks(fwk: Framework, state: CycleState, pod: PodInfo, table: NodeTable
+                 ) -> list[tuple[Any, BoolArray]] | None:
+    """Each Filter plugin active for the pod with its verdict on every node, in the
+    framework's order; None when one of them has no batch form."""
+    out: list[tuple[Any, BoolArray]] = []
     skip = state.skip_filter
     for pl in fwk.filter:
         if pl.name in skip:
@@ -36,18 +37,54 @@ def feasible(fwk: Framework, state: CycleState, pod: PodInfo, table: NodeTable, 
         m = batch(state, pod, table)
         if m is None:
             return None
-        mask = m if mask is None else mask & m
-    n = table.size
-    if mask is None:
-        mask = table.all()
+        out.append((pl, m))
+    return out
+
+
+def first_rows(mask: BoolArray, *, start: int, want: int,
+               veto: Callable[[int], bool] | None = None,
+               vetoable: Collection[int] = ()) -> tuple[IntArray, int]:
+    """(rows of the first ``want`` nodes ``mask`` passes from ``start`` on, wrapping
+    around, less those ``veto`` rejects — asked only for rows in ``vetoable``, in order,
+    while they could still be among the first; how many nodes that walked over)."""
+    n = len(mask)
     rotated = np.concatenate((mask[start:], mask[:start])) if start else mask
     positions = np.flatnonzero(rotated)
-    if not len(positions):
-        return None
+    if veto is not None and len(vetoable) and len(positions):
+        rows = (positions + start) % n
+        rejected = np.zeros(len(positions), np.bool_)
+        limit = want
+        for j in np.flatnonzero(np.isin(rows, np.fromiter(vetoable, np.int64))).tolist():
+            if j >= limit:
+                break
+            if veto(int(rows[j])):
+                rejected[j] = True
+                limit += 1
+        positions = positions[~rejected]
     take = positions[:want]
     walked = int(take[-1]) + 1 if len(positions) >= want else n
-    rows: IntArray = (take + start) % n
-    return rows, walked
+    out: IntArray = (take + start) % n
+    return out, walked
+
+
+def feasible(fwk: Framework, state: CycleState, pod: PodInfo, table: NodeTable, *,
+             start: int, want: int) -> tuple[IntArray, int] | None:
+    """(rows of the first ``want`` feasible nodes from ``start`` on, wrapping around; how
+    many nodes that walked over), or None when the batch form cannot decide (a plugin
+    without one, or no node fits)."""
+    masks = filter_masks(fwk, state, pod, table)
+    if masks is None:
+        return None
+    rows, walked = first_rows(combined(masks, table), start=start, want=want)
+    return (rows, walked) if len(rows) else None
+
+
+def combined(masks: list[tuple[Any, BoolArray]], table: NodeTable) -> BoolArray:
+    """The nodes every plugin passes."""
+    mask = table.all()
+    for _, m in masks:
+        mask &= m
+    return mask
 
 
 def scores(fwk: Framework, state: CycleState, pod: PodInfo, table: NodeTable,

@@ -313,5 +313,9 @@ class Nominator:
     def node_of(self, uid: str) -> str:
         return self._node_of.get(uid, "")
 
+    def nodes(self) -> list[str]:
+        """The nodes some pod is nominated to."""
+        return list(self._by_node)
+
     def __bool__(self) -> bool:
         return bool(self._by_node)

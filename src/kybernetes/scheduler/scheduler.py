@@ -172,6 +172,9 @@ class Scheduler:
         self.extra: dict[str, Informer] = {
             name: shared_informer(client, av, plural) for name, (av, plural) in OBJECT_RESOURCES.items()}
         self._next_start = 0
+        self.use_batch = True
+        """Filter and score over node columns where the plugins can (off: node by node
+        only, to compare the two)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._status_slots = asyncio.Semaphore(_STATUS_WRITERS)
@@ -399,6 +402,19 @@ class Scheduler:
             diag.plugins.add(st.plugin)
             diag.statuses = {n.name: st for n in nodes}
             raise FitError(pod, len(nodes), diag)
+        # a node nominated by an earlier preemption is likely the only one that fits:
+        # tried first, alone (upstream's evaluateNominatedNode)
+        nominated = (pod.pod.get("status") or {}).get("nominatedNodeName") or \
+            self.queue.nominator.node_of(pod.uid)
+        if nominated:
+            node = self.cache.node(nominated)
+            if node is not None:
+                st = fwk.run_filter_with_nominated(state, pod, node,
+                                                   self.queue.nominator.for_node(nominated))
+                if st is None:
+                    return nominated
+                if st.code == Code.ERROR:
+                    raise RuntimeError(st.message)
         candidates = nodes
         if result is not None and result.node_names is not None:
             candidates = [n for n in nodes if n.name in result.node_names]
@@ -407,8 +423,8 @@ class Scheduler:
             for n in nodes:
                 if n.name not in result.node_names:
                     diag.statuses[n.name] = excluded
-        if candidates is nodes and not self.queue.nominator:
-            fast = self._schedule_batch(fwk, state, pod, nodes)
+        if candidates is nodes and self.use_batch:
+            fast = self._schedule_batch(fwk, state, pod, nodes, diag)
             if fast is not None:
                 return fast
         feasible = self._find_feasible(fwk, state, pod, candidates, diag)
@@ -430,16 +446,36 @@ class Scheduler:
         return random.choice(ties)
 
     def _schedule_batch(self, fwk: Framework, state: CycleState, pod: PodInfo,
-                        nodes: list[NodeInfo]) -> str | None:
-        """The fast path over node columns (``batch.py``); None when it cannot decide."""
+                        nodes: list[NodeInfo], diag: Diagnosis) -> str | None:
+        """The fast path over node columns (``batch.py``); None when it cannot decide.
+        Raises :class:`FitError` when no node fits."""
         table = self.cache.table()
+        masks = batch.filter_masks(fwk, state, pod, table)
+        if masks is None:
+            return None
         n = len(nodes)
         start = self._next_start % n
-        found = batch.feasible(fwk, state, pod, table, start=start,
-                               want=num_feasible_nodes_to_find(fwk.percentage, n))
-        if found is None:
-            return None
-        rows, walked = found
+        nominator = self.queue.nominator
+        held: dict[int, list[PodInfo]] = {}
+        """Rows of the nodes holding nominated pods, which Filter sees added."""
+        for name in nominator.nodes() if nominator else ():
+            ni = self.cache.node(name)
+            if ni is not None and ni.table is table:
+                held[ni.index] = nominator.for_node(name)
+
+        def rejects(row: int) -> bool:
+            st = fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
+            if st is not None and st.code == Code.ERROR:
+                raise RuntimeError(st.message)
+            return st is not None
+
+        rows, walked = batch.first_rows(
+            batch.combined(masks, table), start=start,
+            want=num_feasible_nodes_to_find(fwk.percentage, n), veto=rejects, vetoable=held)
+        if not len(rows):
+            if not self._diagnose_batch(fwk, state, pod, nodes, masks, held, diag):
+                return None
+            raise FitError(pod, n, diag)
         self._next_start = (start + walked) % n
         if len(rows) == 1:
             return nodes[int(rows[0])].name
@@ -455,6 +491,45 @@ class Scheduler:
         if len(ties) == 1:
             return feasible[int(ties[0])].name
         return self.pick([feasible[i] for i in ties.tolist()]).name
+
+    def _diagnose_batch(self, fwk: Framework, state: CycleState, pod: PodInfo,
+                        nodes: list[NodeInfo], masks: list[tuple[Any, Any]],
+                        held: dict[int, list[PodInfo]], diag: Diagnosis) -> bool:
+        """Why each node failed, as the node-by-node path says it: the status of the
+        first plugin whose batch verdict rejected the node, asked of that plugin alone
+        (a node holding nominated pods: of the whole chain with them). False when a
+        node's own answer disagrees with the batch verdict (the caller then goes node
+        by node)."""
+        alive = None
+        statuses = diag.statuses
+        for pl, m in masks:
+            failing = ~m if alive is None else alive & ~m
+            for row in np.flatnonzero(failing).tolist():
+                if row in held:
+                    continue
+                node = nodes[row]
+                st = pl.filter(state, pod, node)
+                if st is None or st.code == Code.SKIP:
+                    return False
+                if st.code == Code.ERROR:
+                    raise RuntimeError(st.message)
+                st = st.with_plugin(pl.name)
+                statuses[node.name] = st
+                diag.plugins.add(st.plugin)
+            alive = m if alive is None else alive & m
+        for row, nominated in held.items():
+            node = nodes[row]
+            st = fwk.run_filter_with_nominated(state, pod, node, nominated)
+            if st is None:
+                return False
+            if st.code == Code.ERROR:
+                raise RuntimeError(st.message)
+            statuses[node.name] = st
+            diag.plugins.add(st.plugin)
+        if alive is not None and alive.any() and not all(
+                row in held for row in np.flatnonzero(alive).tolist()):
+            return False
+        return True
 
     def _find_feasible(self, fwk: Framework, state: CycleState, pod: PodInfo,
                        nodes: list[NodeInfo], diag: Diagnosis) -> list[NodeInfo]:
