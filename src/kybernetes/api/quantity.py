@@ -8,6 +8,7 @@ Fraction(5, 4)
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
@@ -115,8 +116,10 @@ def format_quantity(v: Fraction, fmt: str = DECIMAL_SI) -> str:
     return f"{n}{_DECIMAL_SUFFIX[exp]}"
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
 def canonical(q: str | int | float) -> str:
-    """``q`` in Kubernetes' canonical form (what the API server stores and returns)."""
+    """``q`` in Kubernetes' canonical form (what the API server stores and returns).
+    Remembered: the same few quantities come in every pod of a workload."""
     v, fmt = parse_with_format(q)
     return format_quantity(v, fmt)
 
