@@ -555,6 +555,19 @@ def test_anti_affinity_index_follows_pods_and_nodes() -> None:
             assert dict(c.pods_by_topology("default", "app", "a", key)) == by_pair, \
                 f"step {step}"
             assert not c.pods_by_topology("default", "app", "b", key)
+        # and as counts per label code of the node table's columns, kept in step
+        live = [counts for _, counts in c.required_anti_affinity_counts()]
+        live += [c.pods_by_topology("default", "app", "a", key)
+                 for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")]
+        for counts in live:
+            if not c.nodes():
+                continue
+            col = c.table().label_column(counts.key)
+            fresh = [0] * (len(col.values) + 1)
+            for (_, value), n in counts.items():
+                if value in col.code_of:
+                    fresh[col.code_of[value]] += n
+            assert counts.per_code(col).tolist() == fresh, f"step {step}"
 
 
 def test_spread_counts_kept_between_cycles_equal_fresh_ones() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from kybernetes.scheduler.nodetable import NodeTable
+from kybernetes.scheduler.nodetable import NodeTable, PairCounts
 from kybernetes.scheduler.types import AffinityTerm, NodeInfo, PodInfo, TermCounts
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,6 @@ def _zone(node: NodeInfo) -> str:
     return f"{labels.get(REGION_LABEL, '')}:\x00:{labels.get(ZONE_LABEL, '')}"
 
 
-def _bump(counts: dict[tuple[str, str], int], pair: tuple[str, str], delta: int) -> None:
-    n = counts.get(pair, 0) + delta
-    if n:
-        counts[pair] = n
-    else:
-        del counts[pair]
-
-
 class Cache:
     """Nodes and their pods; also the ``Handle`` plugins read (with ``objects``,
     ``get_object``, ``group_pods``, ``namespace_labels`` and ``client`` supplied by the
@@ -59,13 +51,13 @@ class Cache:
         self._table: NodeTable | None = None
         self._with_affinity: dict[str, NodeInfo] = {}
         self._with_anti_affinity: dict[str, NodeInfo] = {}
-        self._anti_terms: dict[int, tuple[AffinityTerm, dict[tuple[str, str], int], list[int]]] = {}
+        self._anti_terms: dict[int, tuple[AffinityTerm, PairCounts, list[int]]] = {}
         """Required anti-affinity terms of the pods on known nodes, by the term's id: the
         term, its pods per topology pair, and how many pods carry it (kept as pods and
         nodes change: InterPodAffinity's PreFilter reads it for every pod)."""
         self._by_label: dict[tuple[str, str, str], dict[str, int]] = {}
         """(namespace, label key, value) → node name → how many of its pods carry it."""
-        self._by_topology: dict[tuple[str, str, str], dict[str, dict[tuple[str, str], int]]] = {}
+        self._by_topology: dict[tuple[str, str, str], dict[str, PairCounts]] = {}
         """The same summed by the nodes' labels: (namespace, label key, value) → topology
         key → (topology key, value) → pods; only for the topology keys asked for, kept
         as pods and nodes change."""
@@ -141,13 +133,13 @@ class Cache:
             if len(self._by_topology) >= _MAX_TOPOLOGY_ENTRIES:
                 self._by_topology.clear()
             by_key = self._by_topology[entry] = {}
-        counts = by_key[topology] = {}
+        counts = by_key[topology] = PairCounts(topology)
         for node_name, n in self._by_label.get(entry, _NONE).items():
             ni = self._nodes.get(node_name)
             if ni is not None and ni.node is not None:
                 label = ni.labels.get(topology)
                 if label is not None:
-                    _bump(counts, (topology, label), n)
+                    counts.bump((topology, label), n)
         return counts
 
     def _index_labels(self, pi: PodInfo, node_name: str, delta: int) -> None:
@@ -173,7 +165,7 @@ class Cache:
                     for topology, counts in by_key.items():
                         label = ni.labels.get(topology)
                         if label is not None:
-                            _bump(counts, (topology, label), delta)
+                            counts.bump((topology, label), delta)
 
     def _index_node_topology(self, ni: NodeInfo, delta: int) -> None:
         """Count (1) or uncount (-1) ``ni``'s pods in the topology sums by its labels."""
@@ -189,7 +181,7 @@ class Cache:
                     for topology, counts in by_key.items():
                         label = labels.get(topology)
                         if label is not None:
-                            _bump(counts, (topology, label), delta)
+                            counts.bump((topology, label), delta)
 
     def _index_anti_affinity(self, pi: PodInfo, ni: NodeInfo, delta: int) -> None:
         """Count (``delta`` 1) or uncount (-1) ``pi``'s required anti-affinity terms on
@@ -200,16 +192,12 @@ class Cache:
             if entry is None:
                 if delta < 0:
                     continue
-                entry = self._anti_terms[id(at)] = (at, {}, [0])
+                entry = self._anti_terms[id(at)] = (at, PairCounts(at.topology_key), [0])
             entry[2][0] += delta
             value = labels.get(at.topology_key)
             if value is not None:
                 pair = (at.topology_key, value)
-                n = entry[1].get(pair, 0) + delta
-                if n:
-                    entry[1][pair] = n
-                else:
-                    entry[1].pop(pair, None)
+                entry[1].bump(pair, delta)
             if entry[2][0] <= 0:
                 del self._anti_terms[id(at)]
 

@@ -61,6 +61,46 @@ class LabelColumn(NamedTuple):
                 if n > 0 and k == key and (code := get(v)) is not None]
 
 
+class PairCounts(dict[tuple[str, str], int]):
+    """Pods per topology pair ``(key, value)``, every pair of the one topology ``key``,
+    as the scheduler's cache keeps them (changed only through :meth:`bump`). Also, for the
+    node table columns it was asked about, a count per label code kept in step
+    (:meth:`per_code`): a batch Filter then reads which nodes' domains hold such pods
+    without a pass over thousands of pairs."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self._columns: list[tuple[LabelColumn, IntArray]] = []
+
+    def bump(self, pair: tuple[str, str], delta: int) -> None:
+        n = self.get(pair, 0) + delta
+        if n:
+            self[pair] = n
+        else:
+            self.pop(pair, None)
+        for col, per in self._columns:
+            code = col.code_of.get(pair[1])
+            if code is not None:  # (a value the column lacks: it is stale, never read again)
+                per[code] += delta
+
+    def per_code(self, col: LabelColumn) -> IntArray:
+        """Pods per value of ``col`` (this key's column of the current node table), by
+        code, with a last zero for nodes without the label."""
+        for c, per in self._columns:
+            if c is col:
+                return per
+        per = np.zeros(len(col.values) + 1, np.int64)
+        get = col.code_of.get
+        for (_, value), n in self.items():
+            code = get(value)
+            if code is not None:
+                per[code] += n
+        self._columns.append((col, per))
+        del self._columns[:-2]  # columns are rebuilt when labels or nodes change
+        return per
+
+
 class NodeTable:
     def __init__(self, nodes: list[NodeInfo]) -> None:
         self.nodes = nodes

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from kybernetes.api.selectors import LabelSelector
 from kybernetes.scheduler.framework import (
     MAX_NODE_SCORE,
@@ -27,7 +29,7 @@ from kybernetes.scheduler.framework import (
     PreFilterResult,
     Status,
 )
-from kybernetes.scheduler.nodetable import BoolArray, NodeTable
+from kybernetes.scheduler.nodetable import BoolArray, IntArray, LabelColumn, NodeTable, PairCounts
 from kybernetes.scheduler.types import AffinityTerm, NodeInfo, PodInfo, TermCounts
 
 NAME = "InterPodAffinity"
@@ -174,12 +176,29 @@ def _bump(counts: Counts, labels: Mapping[str, str], key: str, delta: int) -> No
         counts.pop(pair, None)  # counts go down on remove_pod; a zero is no entry
 
 
+def _populated(col: LabelColumn, counts: Counts, key: str, live: list[PairCounts] | None,
+               one_key: bool) -> BoolArray:
+    """The nodes whose value of ``key`` has a positive count: from the cache's per-code
+    counts when ``counts`` is exactly the sum of ``live`` ones, else pair by pair."""
+    if live is not None:
+        per: IntArray | None = None
+        for src in live:
+            if src.key == key:
+                arr = src.per_code(col)
+                per = arr.copy() if per is None else per + arr
+        if per is None:
+            return np.zeros(len(col.codes), np.bool_)
+        out: BoolArray = (per > 0)[col.codes]
+        return out
+    return col.spread_hits(col.hits(counts, key, only_key=one_key))
+
+
 class _PreFilterState:
     """What Filter reads: the pod's required terms and three counts per topology pair."""
 
     __slots__ = ("affinity", "affinity_counts", "affinity_keys", "anti_affinity",
                  "anti_affinity_counts", "anti_affinity_keys", "existing_anti_affinity_counts",
-                 "existing_anti_affinity_keys", "ns_labels", "pod", "self_affinity")
+                 "existing_anti_affinity_keys", "ns_labels", "pod", "self_affinity", "sources")
 
     def __init__(self, pod: PodInfo, affinity: list[_IncomingTerm],
                  anti_affinity: list[_IncomingTerm], ns_labels: Mapping[str, str]) -> None:
@@ -199,6 +218,10 @@ class _PreFilterState:
         """Existing pods' required anti-affinity terms that match the pod."""
         self.existing_anti_affinity_keys: set[str] = set()
         """The topology keys of those terms."""
+        self.sources: dict[str, list[Mapping[tuple[str, str], int]]] | None = {
+            "affinity": [], "anti_affinity": [], "existing_anti_affinity": []}
+        """The cache's own counts each of the three was summed from (None: counted some
+        other way too, or changed since by add_pod/remove_pod)."""
 
     def clone(self) -> _PreFilterState:
         c = _PreFilterState.__new__(_PreFilterState)
@@ -210,7 +233,21 @@ class _PreFilterState:
         c.existing_anti_affinity_keys = set(self.existing_anti_affinity_keys)
         return c
 
+    def add_source(self, which: str, counts: Mapping[tuple[str, str], int]) -> None:
+        if self.sources is not None:
+            self.sources[which].append(counts)
+
+    def live(self, which: str) -> list[PairCounts] | None:
+        """The cache's counts ``which`` is the sum of, when it is exactly that."""
+        if self.sources is None:
+            return None
+        found = self.sources[which]
+        if all(isinstance(x, PairCounts) for x in found):
+            return found  # type: ignore[return-value]
+        return None
+
     def update_with_pod(self, other: PodInfo, node: NodeInfo, delta: int) -> None:
+        self.sources = None
         labels = node.labels
         if other.has_required_anti_affinity:
             for at in other.required_anti_affinity_terms:
@@ -331,6 +368,7 @@ class InterPodAffinity:
             if not _selects(at, pod, ns_labels):
                 continue
             s.existing_anti_affinity_keys.add(at.topology_key)
+            s.add_source("existing_anti_affinity", term_counts)
             if not counts:
                 counts.update(term_counts)  # a copy: the state's own counts change later
                 continue
@@ -342,11 +380,24 @@ class InterPodAffinity:
         aff_counts, anti_counts = s.affinity_counts, s.anti_affinity_counts
         # the usual term (one label, listed namespaces) from the cache's label index:
         # only the nodes holding such pods, instead of every pod of the cluster
-        if len(affinity) == 1 and self._count_indexed(affinity[0], aff_counts):
-            affinity = []
-        anti = [t for t in anti if not self._count_indexed(t, anti_counts)]
+        if len(affinity) == 1:
+            used = self._count_indexed(affinity[0], aff_counts)
+            if used is not None:
+                affinity = []
+                for counts in used:
+                    s.add_source("affinity", counts)
+        rest = []
+        for t in anti:
+            used = self._count_indexed(t, anti_counts)
+            if used is None:
+                rest.append(t)
+            else:
+                for counts in used:
+                    s.add_source("anti_affinity", counts)
+        anti = rest
         if not affinity and not anti:
             return
+        s.sources = None  # counted pod by pod too
         for node in nodes:
             pods = node.pods
             if not pods:
@@ -368,30 +419,34 @@ class InterPodAffinity:
         label index; False (nothing added) when the term is not one label in listed
         namespaces."""
         counts: Counts = {}
-        if not self._count_indexed(t, counts):
+        if self._count_indexed(t, counts) is None:
             return False
         for (key, value), n in counts.items():
             by_value = scores.setdefault(key, {})
             by_value[value] = by_value.get(value, 0) + n * weight
         return True
 
-    def _count_indexed(self, t: _IncomingTerm, counts: Counts) -> bool:
-        """Count the pods ``t`` selects per topology pair from the label index; False
-        (nothing counted) when the term is not one label in listed namespaces."""
+    def _count_indexed(self, t: _IncomingTerm, counts: Counts
+                       ) -> list[Mapping[tuple[str, str], int]] | None:
+        """Count the pods ``t`` selects per topology pair from the label index; returns
+        the index's counts that were added up, or None (nothing counted) when the term is
+        not one label in listed namespaces."""
         namespaces = t.listed_namespaces()
         if namespaces is None or t._eq is None or len(t._eq) != 1:
-            return False
+            return None
         (key, values), = t._eq
         handle, topology = self.handle, t.topology_key
+        used = []
         for ns in namespaces:
             for value in values:
                 by_pair = handle.pods_by_topology(ns, key, value, topology)
+                used.append(by_pair)
                 if not counts:
                     counts.update(by_pair)
                     continue
                 for pair, n in by_pair.items():
                     counts[pair] = counts.get(pair, 0) + n
-        return True
+        return used
 
     def add_pod(self, state: CycleState, pod: PodInfo, to_add: PodInfo, node: NodeInfo
                 ) -> Status | None:
@@ -437,24 +492,23 @@ class InterPodAffinity:
             for key in s.affinity_keys:
                 col = table.label_column(key)
                 present &= col.codes >= 0
-                populated &= col.spread_hits(col.hits(counts, key, only_key=one))
+                populated &= _populated(col, counts, key, s.live("affinity"), one)
             if not (not counts and s.self_affinity):
                 present &= populated
             mask &= present
         if s.anti_affinity_counts:
             counts = s.anti_affinity_counts
             one = len(set(s.anti_affinity_keys)) == 1
+            live = s.live("anti_affinity")
             for key in s.anti_affinity_keys:
-                col = table.label_column(key)
-                mask &= ~col.spread_hits(col.hits(counts, key, only_key=one))
+                mask &= ~_populated(table.label_column(key), counts, key, live, one)
         if s.existing_anti_affinity_counts:
             # one pass per topology key (thousands of single-node pairs with hostname)
             one = len(s.existing_anti_affinity_keys) == 1
+            live = s.live("existing_anti_affinity")
             for key in s.existing_anti_affinity_keys:
-                col = table.label_column(key)
-                codes = col.hits(s.existing_anti_affinity_counts, key, only_key=one)
-                if len(codes):
-                    mask &= ~col.spread_hits(codes)
+                mask &= ~_populated(table.label_column(key), s.existing_anti_affinity_counts,
+                                    key, live, one)
         return mask
 
     # -- PreScore / Score --------------------------------------------------------------
