@@ -501,7 +501,7 @@ class Scheduler:
         node's own answer disagrees with the batch verdict (the caller then goes node
         by node)."""
         alive = None
-        statuses = diag.statuses
+        statuses: dict[str, Status] = {}
         for pl, m in masks:
             failing = ~m if alive is None else alive & ~m
             for row in np.flatnonzero(failing).tolist():
@@ -513,9 +513,7 @@ class Scheduler:
                     return False
                 if st.code == Code.ERROR:
                     raise RuntimeError(st.message)
-                st = st.with_plugin(pl.name)
-                statuses[node.name] = st
-                diag.plugins.add(st.plugin)
+                statuses[node.name] = st.with_plugin(pl.name)
             alive = m if alive is None else alive & m
         for row, nominated in held.items():
             node = nodes[row]
@@ -525,10 +523,11 @@ class Scheduler:
             if st.code == Code.ERROR:
                 raise RuntimeError(st.message)
             statuses[node.name] = st
-            diag.plugins.add(st.plugin)
         if alive is not None and alive.any() and not all(
                 row in held for row in np.flatnonzero(alive).tolist()):
             return False
+        diag.statuses.update(statuses)
+        diag.plugins.update(st.plugin for st in statuses.values())
         return True
 
     def _find_feasible(self, fwk: Framework, state: CycleState, pod: PodInfo,
