@@ -694,3 +694,31 @@ def test_batch_and_node_by_node_schedule_alike_with_nominated_pods(seed: int) ->
         else:
             outcomes["failed"] += 1
     assert outcomes["placed"] > 30 and outcomes["failed"] > 5, outcomes
+
+
+def test_a_pods_status_update_does_not_replace_it_on_its_node() -> None:
+    """A new version of a bound pod that changes only its status (or confirms the assumed
+    pod) swaps the object in place; the node's generation stays. A new label places it
+    again: the indexes follow."""
+    c = Cache()
+    c.set_node(make_node("n1"))
+    pod = make_pod("p", uid="p", labels={"app": "a"}, requests={"cpu": "1"})
+    assumed = c.assume(PodInfo(pod), "n1")
+    node = c.node("n1")
+    assert node is not None
+    generation = node.generation
+    bound = {**pod, "spec": {**pod["spec"], "nodeName": "n1"},
+             "status": {"phase": "Pending"}}
+    c.set_pod(bound)
+    assert not c.is_assumed("p") and node.pods["p"] is assumed
+    assert node.generation == generation and assumed.pod is bound
+    running = {**bound, "status": {"phase": "Running", "startTime": "2026-11-24T05:00:00Z"}}
+    c.set_pod(running)
+    assert node.pods["p"] is assumed and assumed.pod is running
+    assert node.generation == generation and node.requested["cpu"] == 1000
+    relabelled = {**running, "metadata": {**running["metadata"], "labels": {"app": "b"}}}
+    c.set_pod(relabelled)
+    assert node.generation > generation and node.pods["p"].labels == {"app": "b"}
+    assert not c.pods_by_label("default", "app", "a")
+    assert dict(c.pods_by_label("default", "app", "b")) == {"n1": 1}
+    assert node.requested["cpu"] == 1000

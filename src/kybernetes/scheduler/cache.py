@@ -34,6 +34,16 @@ class _PodState:
     assumed: bool = False
 
 
+def _same_placement(pi: PodInfo, pod: Obj) -> bool:
+    """Whether ``pod`` places exactly as ``pi`` was parsed: the same spec, labels,
+    annotations (GPU devices) and deletion mark (what PodInfo derives its fields from)."""
+    md, was = pod.get("metadata") or {}, pi.pod.get("metadata") or {}
+    return pod.get("spec") == pi.spec and (md.get("labels") or {}) == pi.labels \
+        and md.get("annotations") == was.get("annotations") \
+        and md.get("deletionTimestamp") == was.get("deletionTimestamp") \
+        and md.get("namespace", "") == pi.namespace
+
+
 def _zone(node: NodeInfo) -> str:
     labels = node.labels
     return f"{labels.get(REGION_LABEL, '')}:\x00:{labels.get(ZONE_LABEL, '')}"
@@ -318,11 +328,17 @@ class Cache:
         return uid in self._pods
 
     def set_pod(self, pod: Obj) -> None:
-        """A bound pod seen by the informer (added or updated)."""
+        """A bound pod seen by the informer (added or updated). A new version that
+        changes nothing placement reads (its status, say, or the confirmation of an
+        assumed pod) only replaces the object: the node keeps its generation."""
         uid = pod["metadata"]["uid"]
         node_name = pod["spec"]["nodeName"]
         st = self._pods.get(uid)
         if st is not None:
+            if st.node == node_name and _same_placement(st.info, pod):
+                st.info.pod, st.info.spec = pod, pod["spec"]
+                st.assumed = False
+                return
             self._unplace(st.info, st.node)
         pi = PodInfo(pod)
         self._pods[uid] = _PodState(pi, node_name)
