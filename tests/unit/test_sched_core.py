@@ -456,7 +456,7 @@ def test_batch_path_matches_node_by_node(seed: int) -> None:
             masks = batch.filter_masks(fwk, fast_state, pi, s.cache.table())
             if masks is not None:
                 fast_diag = Diagnosis()
-                assert s._diagnose_batch(fwk, fast_state, pi, nodes, masks, {}, fast_diag)
+                assert s._diagnose_batch(fwk, fast_state, pi, nodes, masks, {}, {}, fast_diag)
                 assert {k: (v.code, v.reasons, v.plugin) for k, v in fast_diag.statuses.items()} \
                     == {k: (v.code, v.reasons, v.plugin) for k, v in slow_diag.statuses.items()}
                 assert fast_diag.plugins == slow_diag.plugins

@@ -463,17 +463,21 @@ class Scheduler:
             if ni is not None and ni.table is table:
                 held[ni.index] = nominator.for_node(name)
 
+        vetoed: dict[int, Status] = {}
+
         def rejects(row: int) -> bool:
             st = fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
             if st is not None and st.code == Code.ERROR:
                 raise RuntimeError(st.message)
+            if st is not None:
+                vetoed[row] = st
             return st is not None
 
         rows, walked = batch.first_rows(
             batch.combined(masks, table), start=start,
             want=num_feasible_nodes_to_find(fwk.percentage, n), veto=rejects, vetoable=held)
         if not len(rows):
-            if not self._diagnose_batch(fwk, state, pod, nodes, masks, held, diag):
+            if not self._diagnose_batch(fwk, state, pod, nodes, masks, held, vetoed, diag):
                 return None
             raise FitError(pod, n, diag)
         self._next_start = (start + walked) % n
@@ -494,10 +498,12 @@ class Scheduler:
 
     def _diagnose_batch(self, fwk: Framework, state: CycleState, pod: PodInfo,
                         nodes: list[NodeInfo], masks: list[tuple[Any, Any]],
-                        held: dict[int, list[PodInfo]], diag: Diagnosis) -> bool:
+                        held: dict[int, list[PodInfo]], vetoed: dict[int, Status],
+                        diag: Diagnosis) -> bool:
         """Why each node failed, as the node-by-node path says it: the status of the
         first plugin whose batch verdict rejected the node, asked of that plugin alone
-        (a node holding nominated pods: of the whole chain with them). False when a
+        (a node holding nominated pods: of the whole chain with them, unless ``vetoed``
+        already has it). False when a
         node's own answer disagrees with the batch verdict (the caller then goes node
         by node)."""
         alive = None
@@ -517,7 +523,7 @@ class Scheduler:
             alive = m if alive is None else alive & m
         for row, nominated in held.items():
             node = nodes[row]
-            st = fwk.run_filter_with_nominated(state, pod, node, nominated)
+            st = vetoed.get(row) or fwk.run_filter_with_nominated(state, pod, node, nominated)
             if st is None:
                 return False
             if st.code == Code.ERROR:
