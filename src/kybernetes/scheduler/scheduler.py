@@ -503,9 +503,8 @@ class Scheduler:
         """Why each node failed, as the node-by-node path says it: the status of the
         first plugin whose batch verdict rejected the node, asked of that plugin alone
         (a node holding nominated pods: of the whole chain with them, unless ``vetoed``
-        already has it). False when a
-        node's own answer disagrees with the batch verdict (the caller then goes node
-        by node)."""
+        already has it). False when a node's own answer disagrees with the batch verdict
+        (the caller then goes node by node)."""
         alive = None
         statuses: dict[str, Status] = {}
         for pl, m in masks:
