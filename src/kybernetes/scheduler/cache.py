@@ -49,6 +49,15 @@ def _zone(node: NodeInfo) -> str:
     return f"{labels.get(REGION_LABEL, '')}:\x00:{labels.get(ZONE_LABEL, '')}"
 
 
+def _bump_topologies(by_key: Mapping[str, PairCounts], labels: Mapping[str, str],
+                     delta: int) -> None:
+    """Count (1) or uncount (-1) one pod in each topology sum, by its node's labels."""
+    for topology, counts in by_key.items():
+        label = labels.get(topology)
+        if label is not None:
+            counts.bump((topology, label), delta)
+
+
 class Cache:
     """Nodes and their pods; also the ``Handle`` plugins read (with ``objects``,
     ``get_object``, ``group_pods``, ``namespace_labels`` and ``client`` supplied by the
@@ -172,10 +181,7 @@ class Cache:
             if by_key:
                 ni = self._nodes.get(node_name)
                 if ni is not None and ni.node is not None:
-                    for topology, counts in by_key.items():
-                        label = ni.labels.get(topology)
-                        if label is not None:
-                            counts.bump((topology, label), delta)
+                    _bump_topologies(by_key, ni.labels, delta)
 
     def _index_node_topology(self, ni: NodeInfo, delta: int) -> None:
         """Count (1) or uncount (-1) ``ni``'s pods in the topology sums by its labels."""
@@ -188,10 +194,7 @@ class Cache:
             for key, value in pi.labels.items():
                 by_key = by_topology.get((ns, key, value))
                 if by_key:
-                    for topology, counts in by_key.items():
-                        label = labels.get(topology)
-                        if label is not None:
-                            counts.bump((topology, label), delta)
+                    _bump_topologies(by_key, labels, delta)
 
     def _index_anti_affinity(self, pi: PodInfo, ni: NodeInfo, delta: int) -> None:
         """Count (``delta`` 1) or uncount (-1) ``pi``'s required anti-affinity terms on

@@ -10,8 +10,6 @@ are not in any table.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import repeat
-from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -36,27 +34,19 @@ class LabelColumn(NamedTuple):
         out: BoolArray = np.array([*per_value, missing], np.bool_)[self.codes]
         return out
 
-    def spread_hits(self, hits: list[int] | IntArray, *, missing: bool = False) -> BoolArray:
+    def spread_hits(self, hits: list[int], *, missing: bool = False) -> BoolArray:
         """:meth:`spread` of True for the values coded ``hits``, False for the others:
         no list as long as the values (thousands with hostnames) to build."""
         per_value = np.zeros(len(self.values) + 1, np.bool_)
         per_value[-1] = missing
-        if len(hits):
+        if hits:
             per_value[hits] = True
         out: BoolArray = per_value[self.codes]
         return out
 
-    def hits(self, counts: Mapping[tuple[str, str], int], key: str, *,
-             only_key: bool = False) -> list[int] | IntArray:
-        """The codes of this column's values (label ``key``) with a positive count.
-        ``only_key``: every pair counted is of ``key`` (the caller knows), so with no count
-        below one the codes come without a Python loop (thousands of hostnames)."""
+    def hits(self, counts: Mapping[tuple[str, str], int], key: str) -> list[int]:
+        """The codes of this column's values (label ``key``) with a positive count."""
         get = self.code_of.get
-        if only_key and counts and min(counts.values()) > 0:
-            codes = np.fromiter(map(get, map(itemgetter(1), counts), repeat(-1)), np.int64,
-                                len(counts))
-            found: IntArray = codes[codes >= 0]
-            return found
         return [code for (k, v), n in counts.items()
                 if n > 0 and k == key and (code := get(v)) is not None]
 

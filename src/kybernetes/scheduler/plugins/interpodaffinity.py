@@ -176,8 +176,8 @@ def _bump(counts: Counts, labels: Mapping[str, str], key: str, delta: int) -> No
         counts.pop(pair, None)  # counts go down on remove_pod; a zero is no entry
 
 
-def _populated(col: LabelColumn, counts: Counts, key: str, live: list[PairCounts] | None,
-               one_key: bool) -> BoolArray:
+def _populated(col: LabelColumn, counts: Counts, key: str, live: list[PairCounts] | None
+               ) -> BoolArray:
     """The nodes whose value of ``key`` has a positive count: from the cache's per-code
     counts when ``counts`` is exactly the sum of ``live`` ones, else pair by pair."""
     if live is not None:
@@ -190,7 +190,7 @@ def _populated(col: LabelColumn, counts: Counts, key: str, live: list[PairCounts
             return np.zeros(len(col.codes), np.bool_)
         out: BoolArray = (per > 0)[col.codes]
         return out
-    return col.spread_hits(col.hits(counts, key, only_key=one_key))
+    return col.spread_hits(col.hits(counts, key))
 
 
 class _PreFilterState:
@@ -488,27 +488,24 @@ class InterPodAffinity:
             counts = s.affinity_counts
             present = table.all()
             populated = table.all()
-            one = len(set(s.affinity_keys)) == 1
             for key in s.affinity_keys:
                 col = table.label_column(key)
                 present &= col.codes >= 0
-                populated &= _populated(col, counts, key, s.live("affinity"), one)
+                populated &= _populated(col, counts, key, s.live("affinity"))
             if not (not counts and s.self_affinity):
                 present &= populated
             mask &= present
         if s.anti_affinity_counts:
             counts = s.anti_affinity_counts
-            one = len(set(s.anti_affinity_keys)) == 1
             live = s.live("anti_affinity")
             for key in s.anti_affinity_keys:
-                mask &= ~_populated(table.label_column(key), counts, key, live, one)
+                mask &= ~_populated(table.label_column(key), counts, key, live)
         if s.existing_anti_affinity_counts:
             # one pass per topology key (thousands of single-node pairs with hostname)
-            one = len(s.existing_anti_affinity_keys) == 1
             live = s.live("existing_anti_affinity")
             for key in s.existing_anti_affinity_keys:
                 mask &= ~_populated(table.label_column(key), s.existing_anti_affinity_counts,
-                                    key, live, one)
+                                    key, live)
         return mask
 
     # -- PreScore / Score --------------------------------------------------------------
