@@ -365,6 +365,70 @@ def test_pick_one_node_for_preemption(cands: list[Candidate], want: str) -> None
     assert pick_one(cands).node == want
 
 
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_preemption_by_counts_matches_the_whole_filter_chain(seed: int) -> None:
+    """Where NodeResourcesFit is the only Filter reading the node's pods, preemption's dry
+    runs by resource counts pick the same victims, budget violations and per-node reasons
+    as the whole Filter chain run on a copy of each node; so do the checks with pods
+    nominated here and there, in the failed attempt before it."""
+    import random
+
+    rng = random.Random(seed)
+    nodes = _random_cluster(rng, 30)
+    running = [_running(f"r{i}", f"n{rng.randrange(30)}", rng.choice([0, 10, 50, 100]),
+                        rng.choice(["100m", "500m", "1", "2"]),
+                        start=f"2026-01-0{rng.randint(1, 9)}T00:00:00Z",
+                        labels={"app": rng.choice(["db", "web"])}) for i in range(300)]
+    s = _scheduler(nodes, running)
+    s.extra["poddisruptionbudgets"]._store("default/db", {
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "db"}}},
+        "status": {"disruptionsAllowed": 2}})
+    fwk = s.profiles["default-scheduler"]
+    plugin = fwk.all_plugins["DefaultPreemption"]
+    by_counts = with_candidates = 0
+    for i in range(60):
+        if rng.random() < 0.4:
+            nominated = make_pod(f"nom{i}", uid=f"nom{i}", priority=rng.choice([0, 60, 1000]),
+                                 requests={"cpu": rng.choice(["500m", "2"])})
+            s.queue.nominator.add(PodInfo(nominated), f"n{rng.randrange(30)}")
+        spec: Obj = {"tolerations": [{"key": "gpu", "operator": "Exists"}]
+                     if rng.random() < 0.5 else []}
+        if rng.random() < 0.3:
+            spec["nodeSelector"] = {"topology.kubernetes.io/zone": rng.choice(["z0", "z1"])}
+        if rng.random() < 0.15:
+            spec["affinity"] = {"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {"app": "db"}},
+                    "topologyKey": "kubernetes.io/hostname"}]}}
+        requests = {"cpu": rng.choice(["2", "3", "4", "6"])}
+        if rng.random() < 0.3:
+            requests["memory"] = rng.choice(["1Gi", "20Gi"])
+        pi = PodInfo(make_pod(f"pre{i}", uid=f"pre{i}", priority=rng.choice([20, 60, 200]),
+                              requests=requests, **spec))
+        start, seed_i = rng.randrange(30), rng.random()
+        outcomes: list[Any] = []
+        for counting in (True, False):
+            fwk.by_counts, s._next_start = counting, start
+            state = CycleState()
+            try:
+                outcomes.append(s.schedule_pod(fwk, state, pi))
+                continue
+            except FitError as e:
+                fit_error = e
+            by_counts += counting and fwk.counting_filter(state) is not None
+            random.seed(seed_i)  # the same first candidate node
+            cands, statuses = plugin.find_candidates(state, pi, s.cache.nodes(),
+                                                     fit_error.diagnosis.statuses)
+            outcomes.append((str(fit_error),
+                             [(c.node, [v.name for v in c.victims], c.pdb_violations)
+                              for c in cands],
+                             {k: (v.code, v.reasons, v.plugin) for k, v in statuses.items()}))
+        assert outcomes[0] == outcomes[1], f"pod {i}"
+        with_candidates += isinstance(outcomes[0], tuple) and bool(outcomes[0][1])
+    assert by_counts >= 20 and with_candidates >= 15, (by_counts, with_candidates)
+
+
 async def test_preemption_policy_never_does_not_preempt() -> None:
     """A pod with preemptionPolicy Never waits instead of preempting."""
     s = _scheduler([make_node("a", cpu="2")], [_running("low", "a", 1, "2")])
@@ -680,7 +744,8 @@ def test_batch_and_node_by_node_schedule_alike_with_nominated_pods(seed: int) ->
         start = rng.randrange(40)
         results: list[Any] = []
         for use_batch in (True, False):
-            s.use_batch, s._next_start = use_batch, start
+            # the node-by-node path also runs the whole chain with the nominated pods
+            s.use_batch, s._next_start, fwk.by_counts = use_batch, start, use_batch
             try:
                 results.append((s.schedule_pod(fwk, CycleState(), pi), s._next_start % 40))
             except FitError as e:

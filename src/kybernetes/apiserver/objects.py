@@ -434,15 +434,16 @@ class ObjectStore:
 
     async def guaranteed_update(self, ns: str, name: str, fn: Callable[[Obj], Obj | None],
                                 opts: Options, *, subresource: str = "",
-                                precondition_rv: int = 0) -> Obj:
+                                precondition_rv: int = 0, fn_copies: bool = False) -> Obj:
         """Read-modify-write with retries on conflict; ``fn`` gets the view, returns the new
-        view (or None to leave the object as it is)."""
+        view (or None to leave the object as it is). ``fn_copies``: ``fn`` builds its
+        result afresh and leaves its argument alone, which then need not be a copy."""
         for attempt in range(_PATCH_RETRIES):
             kv = await self.get_kv(ns, name)
             if precondition_rv and kv.mod_revision != precondition_rv:
                 raise self.conflict(name)
             current = self.kv_object(kv)
-            new = fn(copy.deepcopy(current))
+            new = fn(current if fn_copies else copy.deepcopy(current))
             if new is None:
                 return current
             try:
@@ -507,8 +508,9 @@ class ObjectStore:
                     f"URL ({name})")
             return out
 
+        # the patch functions work on a copy of the object they are given
         obj = await self.guaranteed_update(ns, name, mutate, opts, subresource=subresource,
-                                           precondition_rv=precondition)
+                                           precondition_rv=precondition, fn_copies=True)
         return obj, False
 
     async def apply(self, ns: str, name: str, body: bytes, opts: Options, *,
@@ -620,7 +622,8 @@ class ObjectStore:
                     raise
                 return self.view(obj), 200
             # graceful or finalizer-driven: mark for deletion and keep the object
-            new = copy.deepcopy(obj)
+            # only the top level of metadata (and a namespace's status) changes
+            new = {**obj, "metadata": dict(md)}
             nmd = new["metadata"]
             nmd["finalizers"] = finalizers
             if not finalizers:
@@ -630,7 +633,7 @@ class ObjectStore:
                 nmd["deletionTimestamp"] = meta.rfc3339(now + grace)
                 nmd["deletionGracePeriodSeconds"] = grace
             if self.res.kind == "Namespace" and self.res.group == "":
-                new.setdefault("status", {})["phase"] = "Terminating"
+                new["status"] = {**(obj.get("status") or {}), "phase": "Terminating"}
             if new == obj:
                 return self.view(obj), 200
             if opts.dry_run:

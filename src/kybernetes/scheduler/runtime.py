@@ -35,7 +35,7 @@ from kybernetes.scheduler.framework import (
     ScorePlugin,
     Status,
 )
-from kybernetes.scheduler.types import NodeInfo, PodInfo
+from kybernetes.scheduler.types import NodeInfo, PodInfo, Room
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,61 @@ def num_feasible_nodes_to_find(percentage: int, num_nodes: int) -> int:
     if percentage <= 0:
         percentage = max(MIN_FEASIBLE_PERCENTAGE, 50 - num_nodes // 125)
     return max(MIN_FEASIBLE_NODES, num_nodes * percentage // 100)
+
+
+def nominated_that_count(pod: PodInfo, nominated: Iterable[PodInfo]) -> list[PodInfo]:
+    """The pods nominated to a node that Filter adds there for ``pod``: the others of at
+    least its priority (as upstream)."""
+    return [p for p in nominated if p.uid != pod.uid and p.priority >= pod.priority]
+
+
+def first_failure(plugins: Iterable[FilterPlugin], state: CycleState, pod: PodInfo,
+                  node: NodeInfo) -> Status | None:
+    """The verdict of the first of ``plugins`` that rejects the node, as the chain gives it."""
+    for pl in plugins:
+        st = pl.filter(state, pod, node)
+        if st is not None and st.code != Code.SKIP:
+            return st.with_plugin(pl.name)
+    return None
+
+
+class CountingFilter:
+    """A pod's Filter chain when a single active plugin (``reader``) reads the node's
+    pods, and only their counts: the verdicts of the plugins ``before`` and ``after`` it
+    stay what they are on the node whatever pods are added or taken away, so checks that
+    do so (preemption's dry runs, nominated pods) ask those once and ``reader`` of a
+    :class:`Room`."""
+
+    __slots__ = ("after", "before", "reader")
+
+    def __init__(self, before: list[FilterPlugin], reader: Any, after: list[FilterPlugin]
+                 ) -> None:
+        self.before = before
+        self.reader = reader
+        self.after = after
+
+    def fits(self, pod: PodInfo, room: Room) -> bool:
+        """Whether ``reader`` passes the node as ``room`` counts it."""
+        return bool(self.reader.fits_room(pod, room))
+
+    def room_verdict(self, pod: PodInfo, room: Room) -> Status | None:
+        st: Status | None = self.reader.filter_room(pod, room)
+        return st.with_plugin(self.reader.name) if st is not None else None
+
+    def with_nominated(self, state: CycleState, pod: PodInfo, node: NodeInfo,
+                       extra: list[PodInfo]) -> Status | None:
+        """:meth:`Framework.run_filter_with_nominated` (``extra``: the nominated pods
+        that count) by counts."""
+        st = first_failure(self.before, state, pod, node)
+        if st is not None:
+            return st
+        room = Room(node)
+        for p in extra:
+            room.add(p)
+        st = self.room_verdict(pod, room) or first_failure(self.after, state, pod, node)
+        if st is not None:
+            return st
+        return self.room_verdict(pod, Room(node))
 
 
 class Framework:
@@ -79,6 +134,9 @@ class Framework:
         self.normalizers: dict[str, ScoreNormalizer] = {
             pl.name: pl for pl in self.score if isinstance(pl, ScoreNormalizer)}
         """Score plugins that normalise (checked once: protocol checks are slow)."""
+        self.by_counts = True
+        """Whether checks that add or take away pods may use the plugins' ``filter_room``
+        (:meth:`counting_filter`); off, they always run the whole chain on a copy."""
         self.extensions: list[PreFilterExtensions] = [
             x for x in self.pre_filter if isinstance(x, PreFilterExtensions)]
         self.all_plugins: dict[str, Any] = {}
@@ -159,13 +217,43 @@ class Framework:
                 return st.with_plugin(pl.name)
         return None
 
+    def counting_filter(self, state: CycleState) -> CountingFilter | None:
+        """The pod's active Filter plugins split around the only one whose verdict reads
+        the node's pods, when that one judges by their counts alone (``filter_room``,
+        ``fits_room``) and
+        no PreFilter extension is active; None otherwise (or when ``by_counts`` is off)."""
+        if not self.by_counts:
+            return None
+        skip = state.skip_filter
+        if any(x.name not in skip for x in self.extensions):
+            return None
+        reader: Any = None
+        before: list[FilterPlugin] = []
+        after: list[FilterPlugin] = []
+        for pl in self.filter:
+            if pl.name in skip:
+                continue
+            if getattr(pl, "filter_reads_pods", True):
+                if reader is not None or not hasattr(pl, "filter_room") \
+                        or not hasattr(pl, "fits_room"):
+                    return None
+                reader = pl
+            else:
+                (after if reader is not None else before).append(pl)
+        if reader is None:
+            return None
+        return CountingFilter(before, reader, after)
+
     def run_filter_with_nominated(self, state: CycleState, pod: PodInfo, node: NodeInfo,
                                   nominated: Iterable[PodInfo]) -> Status | None:
         """Filter as upstream does when pods are nominated to the node: the pod must fit
         both with the nominated pods of at least its priority added and without them."""
-        extra = [p for p in nominated if p.uid != pod.uid and p.priority >= pod.priority]
+        extra = nominated_that_count(pod, nominated)
         if not extra:
             return self.run_filter(state, pod, node)
+        counting = self.counting_filter(state)
+        if counting is not None:
+            return counting.with_nominated(state, pod, node, extra)
         state2 = state.clone()
         node2 = node.clone()
         for p in extra:

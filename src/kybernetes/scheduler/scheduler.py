@@ -48,8 +48,8 @@ from kybernetes.scheduler.framework import (
     fit_message,
 )
 from kybernetes.scheduler.queue import QueuedPodInfo, SchedulingQueue
-from kybernetes.scheduler.runtime import Framework, num_feasible_nodes_to_find
-from kybernetes.scheduler.types import NodeInfo, PodInfo
+from kybernetes.scheduler.runtime import Framework, nominated_that_count, num_feasible_nodes_to_find
+from kybernetes.scheduler.types import NodeInfo, PodInfo, Room
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -464,9 +464,21 @@ class Scheduler:
                 held[ni.index] = nominator.for_node(name)
 
         vetoed: dict[int, Status] = {}
+        counting = fwk.counting_filter(state) if held else None
 
         def rejects(row: int) -> bool:
-            st = fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
+            if counting is not None:
+                # the node passed every plugin without the nominated pods: only the one
+                # that reads its pods can turn it down with them
+                extra = nominated_that_count(pod, held[row])
+                if not extra:
+                    return False
+                room = Room(nodes[row])
+                for p in extra:
+                    room.add(p)
+                st = counting.room_verdict(pod, room)
+            else:
+                st = fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
             if st is not None and st.code == Code.ERROR:
                 raise RuntimeError(st.message)
             if st is not None:

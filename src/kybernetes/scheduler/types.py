@@ -400,6 +400,31 @@ class NodeInfo:
         return c
 
 
+class Room:
+    """A node's resource counts with pods added or taken away, without touching the node:
+    what a Filter plugin that judges by counts alone (``filter_room``) reads. Preemption's
+    dry runs and the checks with nominated pods use it instead of a copy of the node."""
+
+    __slots__ = ("node", "pods", "requested")
+
+    def __init__(self, node: NodeInfo) -> None:
+        self.node = node
+        self.pods = len(node.pods)
+        self.requested = dict(node.requested)
+
+    def add(self, pod: PodInfo) -> None:
+        self.pods += 1
+        req = self.requested
+        for k, v in pod.requests.items():
+            req[k] = req.get(k, 0) + v
+
+    def remove(self, pod: PodInfo) -> None:
+        self.pods -= 1
+        req = self.requested
+        for k, v in pod.requests.items():
+            req[k] = req.get(k, 0) - v
+
+
 def make_pod(name: str = "p", namespace: str = "default", *, uid: str = "",
              requests: Mapping[str, str] | None = None, **spec: Any) -> Obj:
     """A minimal pod dict, for tests and simulations."""

@@ -39,8 +39,13 @@ from kybernetes.scheduler.framework import (
     Status,
     fit_message,
 )
-from kybernetes.scheduler.runtime import Framework
-from kybernetes.scheduler.types import NodeInfo, PodInfo
+from kybernetes.scheduler.runtime import (
+    CountingFilter,
+    Framework,
+    first_failure,
+    nominated_that_count,
+)
+from kybernetes.scheduler.types import NodeInfo, PodInfo, Room
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -186,10 +191,16 @@ class DefaultPreemption:
         offset = random.randrange(len(potential))
         non_violating: list[Candidate] = []
         violating: list[Candidate] = []
+        assert self.framework is not None
+        counting = self.framework.counting_filter(state)
         for i in range(len(potential)):
             node = potential[(offset + i) % len(potential)]
-            victims, violations, st = self.select_victims(state.clone(), pod, node.clone(),
-                                                          budgets)
+            if counting is not None:
+                victims, violations, st = self.select_victims_by_counts(
+                    state, pod, node, budgets, counting)
+            else:
+                victims, violations, st = self.select_victims(state.clone(), pod,
+                                                              node.clone(), budgets)
             if st is None and victims:
                 c = Candidate(node.name, victims, violations)
                 (violating if violations else non_violating).append(c)
@@ -230,6 +241,65 @@ class DefaultPreemption:
                 return True
             node.remove_pod(p)
             fwk.run_remove_pod(state, pod, p, node)
+            victims.append(p)
+            return False
+
+        for p in violating:
+            if not reprieve(p):
+                violations += 1
+        for p in ok:
+            reprieve(p)
+        victims.sort(key=_more_important)
+        return victims, violations, None
+
+    def select_victims_by_counts(self, state: CycleState, pod: PodInfo, node: NodeInfo,
+                                 budgets: _Budgets, counting: CountingFilter
+                                 ) -> tuple[list[PodInfo], int, Status | None]:
+        """:meth:`select_victims` when only resource counts decide (``counting``): the
+        same victims and verdicts, from counts kept beside the node instead of a copy of
+        it run through the whole Filter chain at each step."""
+        lower = [p for p in node.pods.values() if p.priority < pod.priority]
+        if not lower:
+            return [], 0, Status.unresolvable(NO_VICTIMS)
+        st = first_failure(counting.before, state, pod, node)
+        if st is not None:
+            return [], 0, st
+        after = first_failure(counting.after, state, pod, node)
+        nominated = self.handle.nominator.for_node(node.name) if self.handle.nominator else []
+        extra = nominated_that_count(pod, nominated)
+        bare = Room(node)
+        """The node less the victims so far."""
+        full = Room(node)
+        """The same with the nominated pods that count added (as Filter sees it)."""
+        for p in extra:
+            full.add(p)
+        for p in lower:
+            bare.remove(p)
+            full.remove(p)
+
+        def verdict() -> Status | None:
+            if extra:
+                st = counting.room_verdict(pod, full) or after
+                if st is not None:
+                    return st
+            return counting.room_verdict(pod, bare) or after
+
+        st = verdict()
+        if st is not None:
+            return [], 0, st
+        lower.sort(key=_more_important)
+        violating, ok = budgets.split(lower)
+        victims: list[PodInfo] = []
+        violations = 0
+
+        def reprieve(p: PodInfo) -> bool:
+            # the plugins other than ``counting.reader`` passed above, whatever the counts
+            bare.add(p)
+            full.add(p)
+            if counting.fits(pod, bare) and (not extra or counting.fits(pod, full)):
+                return True
+            bare.remove(p)
+            full.remove(p)
             victims.append(p)
             return False
 

@@ -54,6 +54,7 @@ def _node_names(required: NodeSelector | None) -> set[str] | None:
 
 class NodeAffinity:
     name = "NodeAffinity"
+    filter_reads_pods = False
 
     def __init__(self, args: dict[str, Any]) -> None:
         added = (args.get("addedAffinity") or {})

@@ -20,6 +20,7 @@ REASON = "node(s) didn't match the requested node name"
 
 class NodeName:
     name = "NodeName"
+    filter_reads_pods = False
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         if pod.node_name and pod.node_name != node.name:

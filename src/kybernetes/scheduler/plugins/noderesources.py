@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from kybernetes.api.scheduling import Resources
 from kybernetes.scheduler.framework import (
     MAX_NODE_SCORE,
     POD_DELETE,
@@ -30,7 +31,7 @@ from kybernetes.scheduler.framework import (
     Status,
 )
 from kybernetes.scheduler.nodetable import BoolArray, IntArray, NodeTable
-from kybernetes.scheduler.types import NodeInfo, PodInfo
+from kybernetes.scheduler.types import NodeInfo, PodInfo, Room
 
 _BASIC = ("cpu", "memory", "ephemeral-storage")
 DEFAULT_RESOURCES: list[dict[str, Any]] = [{"name": "cpu", "weight": 1},
@@ -47,14 +48,21 @@ def insufficient(pod: PodInfo, node: NodeInfo, ignored: frozenset[str] = frozens
                  ignored_groups: frozenset[str] = frozenset()) -> list[tuple[str, bool]]:
     """(reason, unresolvable) for every resource the node lacks for the pod;
     unresolvable when even an empty node could not hold the request."""
+    return shortfall(pod, len(node.pods), node.allowed_pods, node.allocatable, node.requested,
+                     ignored, ignored_groups)
+
+
+def shortfall(pod: PodInfo, pods: int, allowed_pods: int, alloc: Resources, used: Resources,
+              ignored: frozenset[str] = frozenset(),
+              ignored_groups: frozenset[str] = frozenset()) -> list[tuple[str, bool]]:
+    """:func:`insufficient` from the counts alone: ``pods`` placed of ``allowed_pods``,
+    ``used`` of ``alloc``."""
     out: list[tuple[str, bool]] = []
-    if len(node.pods) + 1 > node.allowed_pods:
+    if pods + 1 > allowed_pods:
         out.append(("Too many pods", False))
     req = pod.requests
     if not req:
         return out
-    alloc = node.allocatable
-    used = node.requested
     for name, want in req.items():
         if not want:
             continue
@@ -132,7 +140,23 @@ class Fit:
         return None, None
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
-        missing = insufficient(pod, node, self.ignored, self.ignored_groups)
+        return self._verdict(insufficient(pod, node, self.ignored, self.ignored_groups))
+
+    def filter_room(self, pod: PodInfo, room: Room) -> Status | None:
+        """:meth:`filter` on the node as ``room`` counts it (the verdict reads nothing
+        else of the node's pods)."""
+        node = room.node
+        return self._verdict(shortfall(pod, room.pods, node.allowed_pods, node.allocatable,
+                                       room.requested, self.ignored, self.ignored_groups))
+
+    def fits_room(self, pod: PodInfo, room: Room) -> bool:
+        """Whether :meth:`filter_room` passes (without the reasons)."""
+        node = room.node
+        return not shortfall(pod, room.pods, node.allowed_pods, node.allocatable,
+                             room.requested, self.ignored, self.ignored_groups)
+
+    @staticmethod
+    def _verdict(missing: list[tuple[str, bool]]) -> Status | None:
         if not missing:
             return None
         st = Status.unschedulable(*(reason for reason, _ in missing))

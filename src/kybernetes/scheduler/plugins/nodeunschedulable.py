@@ -23,6 +23,7 @@ _TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 
 class NodeUnschedulable:
     name = "NodeUnschedulable"
+    filter_reads_pods = False
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         if not node.unschedulable:

@@ -26,6 +26,7 @@ _PREFER = "PreScoreTaintToleration"
 
 class TaintToleration:
     name = "TaintToleration"
+    filter_reads_pods = False
 
     def filter(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> Status | None:
         if not node.taints:
