@@ -98,6 +98,26 @@ def test_apply_server_side(cluster: Cluster, namespace: str) -> None:
     assert cluster.kubectl_json("get", "cm", "ssa", "-n", namespace)["data"]["a"] == "3"
 
 
+def test_the_creator_owns_what_it_sent_not_what_admission_added(cluster: Cluster,
+                                                                 namespace: str) -> None:
+    """As upstream, ``kubectl run`` owns the fields it sent and their defaults, not the
+    service account volume, its mount or the tolerations admission adds to the pod."""
+    pod = cluster.kubectl_json("run", "owned", "--image=busybox", "-n", namespace,
+                               "--dry-run=server", "--show-managed-fields")
+    assert any(v["name"].startswith("kube-api-access-") for v in pod["spec"]["volumes"])
+    assert pod["spec"]["containers"][0]["volumeMounts"]
+    assert {t["key"] for t in pod["spec"]["tolerations"]} >= {
+        "node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    [entry] = pod["metadata"]["managedFields"]
+    assert entry["manager"] == "kubectl-run" and entry["operation"] == "Update"
+    spec = entry["fieldsV1"]["f:spec"]
+    container = spec['f:containers']['k:{"name":"owned"}']
+    assert {"f:image", "f:imagePullPolicy", "f:terminationMessagePath"} <= set(container)
+    assert "f:volumeMounts" not in container
+    assert {"f:dnsPolicy", "f:restartPolicy", "f:schedulerName"} <= set(spec)
+    assert "f:volumes" not in spec and "f:tolerations" not in spec
+
+
 def test_get_output_formats(cluster: Cluster, namespace: str) -> None:
     """get with -o wide/yaml/json, -l, -A and --sort-by."""
     for name, tier in (("b-web", "front"), ("a-api", "back"), ("c-db", "back")):

@@ -317,11 +317,13 @@ class ObjectStore:
             md["name"] = meta.generate_name(md["generateName"])
         stored = self.to_storage(obj)
         self.strategy.default(stored)
+        # as upstream, the writer owns what it sent, defaults included, but not what the
+        # server adds after (admission: a pod's service account volume, tolerations, ...)
+        self._track_fields(None, stored, opts, "")
         self.strategy.prepare_create(stored)
         self._validate_create(stored)
         await admission.admit_create(self.ctx, self.storage_res, stored, dry_run=opts.dry_run,
                                      user=opts.user)
-        self._track_fields(None, stored, opts, "")
         name = stored["metadata"]["name"]
         if opts.dry_run:  # (a dry run's allocations are given back by admission)
             if await self.ctx.backend.get(self.res.key(ns, name)) is not None:

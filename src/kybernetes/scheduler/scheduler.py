@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import random
 import time
 from dataclasses import dataclass, field
@@ -495,7 +496,7 @@ class Scheduler:
         self._next_start = (start + walked) % n
         if len(rows) == 1:
             return nodes[int(rows[0])].name
-        feasible: list[NodeInfo] = [nodes[i] for i in rows.tolist()]
+        feasible: list[NodeInfo] = list(operator.itemgetter(*rows.tolist())(nodes))
         st = fwk.run_pre_score(state, pod, feasible)
         if st is not None:
             raise RuntimeError(st.message)

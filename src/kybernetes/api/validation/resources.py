@@ -222,13 +222,17 @@ def qos_class(spec: Any) -> str:
         res = c.get("resources") if isinstance(c, dict) else None
         res = res if isinstance(res, dict) else {}
         for name, value in (res.get("requests") or {}).items():
+            if name not in ("cpu", "memory"):
+                continue
             v = parse(value)
-            if name in ("cpu", "memory") and v is not None and v > 0:
+            if v is not None and v > 0:
                 requests[name] = requests.get(name, Fraction(0)) + v
         found = set()
         for name, value in (res.get("limits") or {}).items():
+            if name not in ("cpu", "memory"):
+                continue
             v = parse(value)
-            if name in ("cpu", "memory") and v is not None and v > 0:
+            if v is not None and v > 0:
                 found.add(name)
                 limits[name] = limits.get(name, Fraction(0)) + v
         if found != {"cpu", "memory"}:
