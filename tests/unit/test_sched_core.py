@@ -488,6 +488,35 @@ def _random_pod(rng: Any, i: int) -> Obj:
                     affinity=affinity)
 
 
+def test_fit_statuses_from_columns_match_each_nodes_own() -> None:
+    """NodeResourcesFit's verdicts from the node table (used to say why no node fits) are
+    each node's own: reasons in the same order, unresolvable where even the empty node is
+    too small, one Status shared by nodes short of the same things."""
+    import random
+
+    import numpy as np
+
+    rng = random.Random(11)
+    s = _scheduler(_random_cluster(rng, 120))
+    for i in range(260):  # fill them unevenly, some past their pod limit
+        pi = PodInfo(_random_pod(rng, i))
+        s.cache.assume(pi, rng.choice(s.cache.nodes()).name)
+    fit = s.profiles["default-scheduler"].all_plugins["NodeResourcesFit"]
+    nodes, table = s.cache.nodes(), s.cache.table()
+    seen: set[tuple[Any, ...]] = set()
+    for i in range(40):
+        pod = PodInfo(_random_pod(rng, 1000 + i))
+        rows = np.array([n.index for n in nodes], np.int64)
+        got = fit.filter_statuses(CycleState(), pod, table, rows)
+        want = [fit.filter(CycleState(), pod, n) for n in nodes]
+        assert [st and (st.code, st.reasons) for st in got] == \
+            [st and (st.code, st.reasons) for st in want]
+        seen.update((st.code, *st.reasons) for st in want if st is not None)
+        assert len({id(st) for st in got if st is not None}) <= len(seen)
+    assert any("Too many pods" in k for k in seen) and any(
+        k[0] == 3 for k in seen) and any(k[0] == 2 and len(k) > 2 for k in seen), seen
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_batch_path_matches_node_by_node(seed: int) -> None:
     """Same feasible nodes in the same order, same scores, for random clusters and pods."""

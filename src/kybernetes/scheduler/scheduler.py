@@ -520,18 +520,21 @@ class Scheduler:
         (the caller then goes node by node)."""
         alive = None
         statuses: dict[str, Status] = {}
+        table = self.cache.table()
         for pl, m in masks:
             failing = ~m if alive is None else alive & ~m
-            for row in np.flatnonzero(failing).tolist():
-                if row in held:
-                    continue
-                node = nodes[row]
-                st = pl.filter(state, pod, node)
+            rows = [row for row in np.flatnonzero(failing).tolist() if row not in held]
+            batch_statuses = getattr(pl, "filter_statuses", None)
+            verdicts: list[Status | None] = \
+                batch_statuses(state, pod, table, np.array(rows, np.int64)) \
+                if batch_statuses is not None and rows else \
+                [pl.filter(state, pod, nodes[row]) for row in rows]
+            for row, st in zip(rows, verdicts, strict=True):
                 if st is None or st.code == Code.SKIP:
                     return False
                 if st.code == Code.ERROR:
                     raise RuntimeError(st.message)
-                statuses[node.name] = st.with_plugin(pl.name)
+                statuses[nodes[row].name] = st.with_plugin(pl.name)
             alive = m if alive is None else alive & m
         for row, nominated in held.items():
             node = nodes[row]

@@ -269,22 +269,20 @@ class DefaultPreemption:
         extra = nominated_that_count(pod, nominated)
         bare = Room(node)
         """The node less the victims so far."""
-        full = Room(node)
-        """The same with the nominated pods that count added (as Filter sees it)."""
-        for p in extra:
-            full.add(p)
         for p in lower:
             bare.remove(p)
-            full.remove(p)
-
-        def verdict() -> Status | None:
-            if extra:
-                st = counting.room_verdict(pod, full) or after
-                if st is not None:
-                    return st
-            return counting.room_verdict(pod, bare) or after
-
-        st = verdict()
+        full: Room | None = None
+        """The same with the nominated pods that count added (as Filter sees it)."""
+        if extra:
+            full = Room(node)
+            for p in extra:
+                full.add(p)
+            for p in lower:
+                full.remove(p)
+            st = counting.room_verdict(pod, full) or after
+            if st is not None:
+                return [], 0, st
+        st = counting.room_verdict(pod, bare) or after
         if st is not None:
             return [], 0, st
         lower.sort(key=_more_important)
@@ -295,11 +293,15 @@ class DefaultPreemption:
         def reprieve(p: PodInfo) -> bool:
             # the plugins other than ``counting.reader`` passed above, whatever the counts
             bare.add(p)
-            full.add(p)
-            if counting.fits(pod, bare) and (not extra or counting.fits(pod, full)):
-                return True
+            if full is None:
+                if counting.fits(pod, bare):
+                    return True
+            else:
+                full.add(p)
+                if counting.fits(pod, bare) and counting.fits(pod, full):
+                    return True
+                full.remove(p)
             bare.remove(p)
-            full.remove(p)
             victims.append(p)
             return False
 
@@ -380,8 +382,9 @@ def pick_one(candidates: list[Candidate]) -> Candidate:
     ]
     remaining = candidates
     for key in steps:
-        best = min(key(c) for c in remaining)
-        remaining = [c for c in remaining if key(c) == best]
+        values = [key(c) for c in remaining]
+        best = min(values)
+        remaining = [c for c, v in zip(remaining, values, strict=True) if v == best]
         if len(remaining) == 1:
             break
     return remaining[0]

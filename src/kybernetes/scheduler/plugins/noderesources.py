@@ -176,6 +176,36 @@ class Fit:
             mask &= want <= alloc - used
         return mask
 
+    def filter_statuses(self, state: CycleState, pod: PodInfo, table: NodeTable,
+                        rows: IntArray) -> list[Status | None]:
+        """:meth:`filter`'s verdict on each node at ``rows``, from the table's columns;
+        nodes short of the same resources share one Status."""
+        checks: list[tuple[str, BoolArray, BoolArray]] = []
+        """(reason, short, short even when empty) in :func:`shortfall`'s order."""
+        too_many: BoolArray = table.pods[rows] + 1 > table.allowed_pods[rows]
+        checks.append(("Too many pods", too_many, np.zeros(len(rows), np.bool_)))
+        for name, want in pod.requests.items():
+            if not want or (name not in _BASIC and (
+                    not _is_scalar(name) or name in self.ignored
+                    or name.split("/", 1)[0] in self.ignored_groups)):
+                continue
+            alloc, used = table.columns(name)
+            have = alloc[rows]
+            checks.append((f"Insufficient {name}", want > have - used[rows], want > have))
+        code = np.zeros(len(rows), np.int64)
+        for i, (_, short, empty_short) in enumerate(checks):
+            code |= short.astype(np.int64) << (2 * i)
+            code |= (short & empty_short).astype(np.int64) << (2 * i + 1)
+        shared: dict[int, Status | None] = {}
+        out: list[Status | None] = []
+        for c in code.tolist():
+            if c not in shared:
+                shared[c] = self._verdict([(reason, bool(c >> (2 * i + 1) & 1))
+                                           for i, (reason, _, _) in enumerate(checks)
+                                           if c >> (2 * i) & 1])
+            out.append(shared[c])
+        return out
+
     def score_batch(self, state: CycleState, pod: PodInfo, table: NodeTable, idx: IntArray
                     ) -> IntArray | None:
         """:meth:`score` for the nodes at ``idx`` (None: only the scalar form exists)."""
