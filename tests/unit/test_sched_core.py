@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from kybernetes.aio.clock import FakeClock
+from kybernetes.api.meta import parse_time
 from kybernetes.scheduler import config
 from kybernetes.scheduler.cache import Cache
 from kybernetes.scheduler.framework import (
@@ -806,9 +807,11 @@ def test_a_pods_status_update_does_not_replace_it_on_its_node() -> None:
     c.set_pod(bound)
     assert not c.is_assumed("p") and node.pods["p"] is assumed
     assert node.generation == generation and assumed.pod is bound
+    assert assumed.start_time == float("inf")  # not started yet
     running = {**bound, "status": {"phase": "Running", "startTime": "2026-11-24T05:00:00Z"}}
     c.set_pod(running)
     assert node.pods["p"] is assumed and assumed.pod is running
+    assert assumed.start_time == parse_time("2026-11-24T05:00:00Z")  # read again
     assert node.generation == generation and node.requested["cpu"] == 1000
     relabelled = {**running, "metadata": {**running["metadata"], "labels": {"app": "b"}}}
     c.set_pod(relabelled)

@@ -498,7 +498,8 @@ async def start_components(cp: ControlPlane, agent: AgentOptions | None = None, 
     """
     from kybernetes.client import Client
 
-    client = Client.from_kubeconfig(cp.kubeconfig_path)
+    # this server's own API app, called directly: no loopback TLS, HTTP or sockets
+    client = Client.from_kubeconfig(cp.kubeconfig_path, app=cp.api)
     stoppers: list[Callable[[], Awaitable[None]]] = [client.aclose]
     dashboard = None
     if dashboard_interval > 0 and cp.api is not None:

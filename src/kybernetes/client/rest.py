@@ -29,6 +29,7 @@ import httpx
 import orjson
 
 from kybernetes.api.errors import StatusError
+from kybernetes.client.inprocess import ASGIApp, InProcessPool
 from kybernetes.client.kubeconfig import Config, load_kubeconfig
 from kybernetes.client.stream import HTTPPool, stream_lines
 
@@ -129,12 +130,14 @@ def _name_of(obj: Mapping[str, Any]) -> str:
 class Client:
     """The Kubernetes REST API over one keep-alive HTTP/1.1 connection pool.
 
-    ``transport`` replaces the network (``httpx.MockTransport`` in tests).
+    ``transport`` replaces the network (``httpx.MockTransport`` in tests); ``app``, the
+    API server's ASGI app in this process, is called directly instead of over the network
+    (:mod:`kybernetes.client.inprocess`).
     """
 
     def __init__(self, config: Config, *, transport: httpx.AsyncBaseTransport | None = None,
                  timeout: float = 30.0, user_agent: str = "kybernetes/0.1.0",
-                 trust_env: bool = False) -> None:
+                 trust_env: bool = False, app: ASGIApp | None = None) -> None:
         self.config = config
         headers = {"Accept": "application/json", "User-Agent": user_agent}
         if config.token:
@@ -147,9 +150,12 @@ class Client:
         self._timeout = timeout
         # the network: a lean keep-alive pool of our own; httpx only to carry a given
         # transport (``httpx.MockTransport`` in tests)
-        self._pool = HTTPPool([config.server, *config.fallback_servers],
-                              ssl_context=self._ssl, headers=headers,
-                              timeout=timeout) if transport is None else None
+        self._pool: HTTPPool | InProcessPool | None = None
+        if app is not None:
+            self._pool = InProcessPool(app, config.server, headers=headers)
+        elif transport is None:
+            self._pool = HTTPPool([config.server, *config.fallback_servers],
+                                  ssl_context=self._ssl, headers=headers, timeout=timeout)
         self._http = httpx.AsyncClient(
             base_url=config.server, headers=headers, transport=transport,
             timeout=httpx.Timeout(timeout), trust_env=trust_env,
@@ -340,8 +346,9 @@ class Client:
         if self._http is None:
             # the network: a lean reader of our own (watches are a controller's hot path)
             server = self._pool.server if self._pool is not None else self.config.server
-            lines = stream_lines(server, path, params, headers=self._headers,
-                                 ssl_context=self._ssl)
+            lines = self._pool.stream_lines(path, params) \
+                if isinstance(self._pool, InProcessPool) else \
+                stream_lines(server, path, params, headers=self._headers, ssl_context=self._ssl)
             try:
                 async for raw in lines:
                     event = orjson.loads(raw)

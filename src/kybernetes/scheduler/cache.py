@@ -339,7 +339,7 @@ class Cache:
         st = self._pods.get(uid)
         if st is not None:
             if st.node == node_name and _same_placement(st.info, pod):
-                st.info.pod, st.info.spec = pod, pod["spec"]
+                st.info.swap(pod)
                 st.assumed = False
                 return
             self._unplace(st.info, st.node)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kybernetes.api import gpushare
+from kybernetes.api.meta import parse_time
 from kybernetes.api.scheduling import NodeSelector, Resources, pod_requests, resource_list
 from kybernetes.api.selectors import LabelSelector, SelectorError, from_label_selector
 from kybernetes.api.storage import claims_of
@@ -195,6 +196,17 @@ class PodInfo:
     @cached_property
     def claims(self) -> list[str]:
         return claims_of(self.pod)
+
+    @cached_property
+    def start_time(self) -> float:
+        """``status.startTime`` in epoch seconds (infinity before the pod started)."""
+        return parse_time((self.pod.get("status") or {}).get("startTime")) or float("inf")
+
+    def swap(self, pod: Obj) -> None:
+        """Take ``pod``, a new version that places exactly as this one (same spec,
+        labels, annotations): keep what was parsed, forget what reads its status."""
+        self.pod, self.spec = pod, pod["spec"]
+        self.__dict__.pop("start_time", None)
 
     @property
     def terminating(self) -> bool:

@@ -20,7 +20,6 @@ As upstream:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kybernetes.api.errors import StatusError
-from kybernetes.api.meta import parse_time, rfc3339
+from kybernetes.api.meta import rfc3339
 from kybernetes.api.selectors import SelectorError, from_label_selector
 from kybernetes.client.events import EventRecorder
 from kybernetes.scheduler.framework import (
@@ -64,19 +63,9 @@ class Candidate:
     pdb_violations: int
 
 
-def _start(pod: PodInfo) -> float:
-    return _parse_start((pod.pod.get("status") or {}).get("startTime"))
-
-
-@functools.lru_cache(maxsize=16384)
-def _parse_start(stamp: str | None) -> float:
-    """(Every dry run sorts its node's pods by it: parse each time stamp once.)"""
-    return parse_time(stamp) or float("inf")
-
-
 def _more_important(pod: PodInfo) -> tuple[int, float]:
     """Sort key: higher priority first, then the one that started earlier."""
-    return (-pod.priority, _start(pod))
+    return (-pod.priority, pod.start_time)
 
 
 def terminating_by_preemption(pod: PodInfo) -> bool:
@@ -370,7 +359,7 @@ def pick_one(candidates: list[Candidate]) -> Candidate:
 
     def latest_start(c: Candidate) -> float:
         top = highest(c)
-        return -min(_start(v) for v in c.victims if v.priority == top)
+        return -min(v.start_time for v in c.victims if v.priority == top)
 
     steps: list[Callable[[Candidate], float]] = [
         lambda c: c.pdb_violations,
