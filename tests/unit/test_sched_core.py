@@ -22,7 +22,7 @@ from kybernetes.scheduler.plugins.defaultpreemption import Candidate, pick_one
 from kybernetes.scheduler.queue import SchedulingQueue
 from kybernetes.scheduler.runtime import num_feasible_nodes_to_find
 from kybernetes.scheduler.scheduler import FitError, Scheduler
-from kybernetes.scheduler.types import PodInfo, make_node, make_pod
+from kybernetes.scheduler.types import PodInfo, Room, make_node, make_pod
 
 Obj = dict[str, Any]
 
@@ -492,7 +492,8 @@ def _random_pod(rng: Any, i: int) -> Obj:
 def test_fit_statuses_from_columns_match_each_nodes_own() -> None:
     """NodeResourcesFit's verdicts from the node table (used to say why no node fits) are
     each node's own: reasons in the same order, unresolvable where even the empty node is
-    too small, one Status shared by nodes short of the same things."""
+    too small, one Status shared by nodes short of the same things (a few per message:
+    one per combination of which shortfalls even the empty node has)."""
     import random
 
     import numpy as np
@@ -513,7 +514,23 @@ def test_fit_statuses_from_columns_match_each_nodes_own() -> None:
         assert [st and (st.code, st.reasons) for st in got] == \
             [st and (st.code, st.reasons) for st in want]
         seen.update((st.code, *st.reasons) for st in want if st is not None)
-        assert len({id(st) for st in got if st is not None}) <= len(seen)
+        objects: dict[tuple[Any, ...], set[int]] = {}
+        for st in got:
+            if st is not None:
+                objects.setdefault((st.code, *st.reasons), set()).add(id(st))
+        assert all(len(ids) <= 2 ** (len(k) - 1) for k, ids in objects.items())
+        assert sum(map(len, objects.values())) < sum(st is not None for st in got)
+        # with pods added here and there (nominated ones), as a Room counts them
+        added = [[PodInfo(_random_pod(rng, 2000 + 10 * i + k)) for k in range(rng.choice(
+            [0, 0, 1, 2]))] for _ in nodes]
+        got = fit.filter_statuses(CycleState(), pod, table, rows, added)
+        rooms = [Room(n) for n in nodes]
+        for room, extra in zip(rooms, added, strict=True):
+            for p in extra:
+                room.add(p)
+        want = [fit.filter_room(pod, room) for room in rooms]
+        assert [st and (st.code, st.reasons) for st in got] == \
+            [st and (st.code, st.reasons) for st in want]
     assert any("Too many pods" in k for k in seen) and any(
         k[0] == 3 for k in seen) and any(k[0] == 2 and len(k) > 2 for k in seen), seen
 

@@ -466,16 +466,25 @@ class Scheduler:
 
         vetoed: dict[int, Status] = {}
         counting = fwk.counting_filter(state) if held else None
+        by_columns = getattr(counting.reader, "filter_statuses", None) \
+            if counting is not None else None
+        verdicts: dict[int, Status | None] = {}
+        if by_columns is not None and counting is not None:
+            # the nodes that pass every plugin without their nominated pods can only be
+            # turned down with them by the one plugin that reads pods: ask it of all at once
+            rows_held = list(held)
+            for row, st in zip(rows_held, by_columns(
+                    state, pod, table, np.array(rows_held, np.int64),
+                    [nominated_that_count(pod, held[row]) for row in rows_held]), strict=True):
+                verdicts[row] = st.with_plugin(counting.reader.name) if st is not None else None
 
         def rejects(row: int) -> bool:
-            if counting is not None:
-                # the node passed every plugin without the nominated pods: only the one
-                # that reads its pods can turn it down with them
-                extra = nominated_that_count(pod, held[row])
-                if not extra:
-                    return False
+            if by_columns is not None:
+                st = verdicts[row]
+            elif counting is not None:
+                # as above, one node
                 room = Room(nodes[row])
-                for p in extra:
+                for p in nominated_that_count(pod, held[row]):
                     room.add(p)
                 st = counting.room_verdict(pod, room)
             else:

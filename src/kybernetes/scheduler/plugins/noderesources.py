@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -177,12 +177,17 @@ class Fit:
         return mask
 
     def filter_statuses(self, state: CycleState, pod: PodInfo, table: NodeTable,
-                        rows: IntArray) -> list[Status | None]:
-        """:meth:`filter`'s verdict on each node at ``rows``, from the table's columns;
-        nodes short of the same resources share one Status."""
+                        rows: IntArray, added: Sequence[Sequence[PodInfo]] | None = None
+                        ) -> list[Status | None]:
+        """:meth:`filter`'s verdict on each node at ``rows``, from the table's columns
+        (with the pods ``added[i]`` placed on the node at ``rows[i]`` too); nodes short of
+        the same resources share one Status."""
         checks: list[tuple[str, BoolArray, BoolArray]] = []
         """(reason, short, short even when empty) in :func:`shortfall`'s order."""
-        too_many: BoolArray = table.pods[rows] + 1 > table.allowed_pods[rows]
+        pods = table.pods[rows]
+        if added is not None:
+            pods = pods + np.fromiter(map(len, added), np.int64, len(rows))
+        too_many: BoolArray = pods + 1 > table.allowed_pods[rows]
         checks.append(("Too many pods", too_many, np.zeros(len(rows), np.bool_)))
         for name, want in pod.requests.items():
             if not want or (name not in _BASIC and (
@@ -190,8 +195,12 @@ class Fit:
                     or name.split("/", 1)[0] in self.ignored_groups)):
                 continue
             alloc, used = table.columns(name)
-            have = alloc[rows]
-            checks.append((f"Insufficient {name}", want > have - used[rows], want > have))
+            have, taken = alloc[rows], used[rows]
+            if added is not None:
+                taken = taken + np.fromiter(
+                    (sum(p.requests.get(name, 0) for p in extra) for extra in added),
+                    np.int64, len(rows))
+            checks.append((f"Insufficient {name}", want > have - taken, want > have))
         code = np.zeros(len(rows), np.int64)
         for i, (_, short, empty_short) in enumerate(checks):
             code |= short.astype(np.int64) << (2 * i)
