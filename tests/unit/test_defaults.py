@@ -89,6 +89,10 @@ def test_pod() -> None:
         pytest.param({"limits": {"cpu": "1", "memory": "1Gi"}}, "Guaranteed", id="guaranteed"),
         pytest.param({"requests": {"cpu": "1", "memory": "1Gi"},
                       "limits": {"cpu": "2", "memory": "1Gi"}}, "Burstable", id="unequal"),
+        pytest.param({"requests": {"cpu": "1000m", "memory": "1024Mi"},
+                      "limits": {"cpu": 1, "memory": "1Gi"}}, "Guaranteed",
+                     id="equal-in-other-notations"),
+        pytest.param({"requests": {"cpu": ["1"]}}, "BestEffort", id="not-a-quantity"),
     ],
 )
 def test_pod_qos_class(resources: Obj, qos: str) -> None:

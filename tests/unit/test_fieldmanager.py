@@ -197,6 +197,37 @@ def test_create_records_one_update_entry(deployment: Node) -> None:
     }]
 
 
+def test_creates_alike_reuse_their_fields(deployment: Node,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create just like an earlier one but for the metadata nobody owns (name, uid, ...)
+    records the same fields, looked up instead of walked; one that differs anywhere else
+    (a value, a container's name, the manager) is walked; no two objects share a part."""
+    memo = fm._CreateMemo()
+    monkeypatch.setattr(fm, "_CREATES", memo)
+
+    def create(obj: Obj, name: str, manager: str = "kubectl-create") -> list[Obj]:
+        obj["metadata"].update(name=name, uid=f"u-{name}", creationTimestamp=T1)
+        fm.update_managed_fields(None, obj, manager=manager, schema=deployment, now=T0)
+        fields: list[Obj] = obj["metadata"]["managedFields"]
+        return fields
+
+    first = create(deploy(), "a")
+    again = create(deploy(), "b")
+    assert memo.counts[id(deployment)] == [2, 1]
+    assert again == first and again[0]["fieldsV1"] is not first[0]["fieldsV1"]
+    sidecar = deploy()
+    sidecar["spec"]["template"]["spec"]["containers"][0]["name"] = "sidecar"
+    for variant, manager in ((deploy(image="redis"), "kubectl-create"),
+                             (deploy(replicas=None), "kubectl-create"),
+                             (sidecar, "kubectl-create"), (deploy(), "helm")):
+        fresh = copy.deepcopy(variant)
+        got = create(variant, "c", manager)
+        monkeypatch.setattr(fm, "_CREATES", fm._CreateMemo())  # walked for sure
+        assert got == create(fresh, "c", manager)
+        monkeypatch.setattr(fm, "_CREATES", memo)
+    assert memo.counts[id(deployment)] == [6, 1]
+
+
 def test_create_of_a_configmap(configmap: Node) -> None:
     """The cheap path: maps absent from the zero object are owned with "."."""
     obj = {"apiVersion": "v1", "kind": "ConfigMap",

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from kybernetes.api import structural
 from kybernetes.api.errors import StatusError
 from kybernetes.api.schema import builtin_definitions
@@ -242,18 +244,86 @@ def update_managed_fields(old: Obj | None, new: Obj, *, manager: str,
     if not managed and not is_create:
         return  # tracking only ever starts on create (skipNonAppliedManager)
     api_version = str(new.get("apiVersion") or (old or {}).get("apiVersion") or "")
+    ignored = _reset_paths(subresource, reset)
+    key = _CREATES.key(schema, new, meta, manager, operation, subresource, api_version,
+                       ignored) if old is None and not managed else None
+    if key is not None:
+        fields = _CREATES.get(schema, key)
+        if fields is not None:  # an object just like one created before
+            if fields:
+                entry = _Entry(manager or "unknown", operation, api_version, now, fields,
+                               subresource)
+                entry.encoded = _copy_set(fields)
+                _store(meta, {entry.ident(): entry})
+            return
     try:
         changed, removed = _compare_root(schema, old if old is not None else {}, new)
     except _TypedError:
         if old_raw:
             meta["managedFields"] = old_raw  # UpdateNoErrors keeps the live entries
         return
-    ignored = _reset_paths(subresource, reset)
     _record_update(managed, changed, removed, ignored, manager=manager or "unknown",
                    operation=operation, subresource=subresource, api_version=api_version,
                    now=now)
     _cap_update_managers(managed)
     _store(meta, managed)
+    if key is not None:
+        entries = meta.get("managedFields") or ()
+        _CREATES.put(key, _copy_set(entries[0]["fieldsV1"]) if entries else {})
+
+
+def _copy_set(t: FieldSet) -> FieldSet:
+    return {k: _copy_set(v) if v else {} for k, v in t.items()}
+
+
+class _CreateMemo:
+    """The fields a create records, by the object less the metadata nobody owns.
+
+    Objects made from one template (a Deployment's pods, a Job's, a load generator's)
+    differ only there, and the walk that finds their fields is most of the cost of
+    tracking a create. A kind whose creates rarely repeat (events name the object they
+    are about) stops being looked up after a while."""
+
+    SIZE = 512
+    TRIES = 64
+
+    def __init__(self) -> None:
+        self.fields: dict[bytes, FieldSet] = {}
+        self.counts: dict[int, list[int]] = {}
+        """Per schema: [lookups, hits]."""
+        self.schemas: dict[int, Node] = {}
+        """The schemas keys name by id, held so that no other schema gets their id."""
+
+    def key(self, schema: Node, new: Obj, meta: Obj, manager: str, operation: str,
+            subresource: str, api_version: str, ignored: tuple[tuple[str, ...], ...]
+            ) -> bytes | None:
+        counts = self.counts.get(id(schema))
+        if counts is not None and counts[0] >= self.TRIES and counts[1] * 4 < counts[0]:
+            return None
+        self.schemas.setdefault(id(schema), schema)
+        try:
+            return orjson.dumps([
+                id(schema), manager, operation, subresource, api_version, ignored,
+                {k: v for k, v in new.items() if k != "metadata"},
+                {k: v for k, v in meta.items() if k not in _ROOT_META_SKIP}])
+        except TypeError:
+            return None
+
+    def get(self, schema: Node, key: bytes) -> FieldSet | None:
+        counts = self.counts.setdefault(id(schema), [0, 0])
+        counts[0] += 1
+        fields = self.fields.get(key)
+        if fields is not None:
+            counts[1] += 1
+        return fields
+
+    def put(self, key: bytes, fields: FieldSet) -> None:
+        if len(self.fields) >= self.SIZE:
+            del self.fields[next(iter(self.fields))]
+        self.fields[key] = fields
+
+
+_CREATES = _CreateMemo()
 
 
 def apply(live: Obj | None, applied: Obj, *, manager: str, force: bool, schema: Node,

@@ -212,25 +212,43 @@ def _validate_claims(claims: Any, path: str, pod_claims: frozenset[str]) -> Erro
     return errs
 
 
+_QOS_NAMES = ("cpu", "memory")
+
+
 def qos_class(spec: Any) -> str:
     """``qos.ComputePodQOS``: BestEffort, Guaranteed or Burstable, from cpu and memory."""
-    requests: dict[str, Fraction] = {}
-    limits: dict[str, Fraction] = {}
-    guaranteed = True
     spec = spec if isinstance(spec, dict) else {}
+    shapes: list[tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]] = []
     for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
         res = c.get("resources") if isinstance(c, dict) else None
         res = res if isinstance(res, dict) else {}
-        for name, value in (res.get("requests") or {}).items():
-            if name not in ("cpu", "memory"):
-                continue
+        requests, limits = res.get("requests"), res.get("limits")
+        shapes.append((
+            tuple((k, v) for k, v in requests.items() if k in _QOS_NAMES)
+            if isinstance(requests, dict) else (),
+            tuple((k, v) for k, v in limits.items() if k in _QOS_NAMES)
+            if isinstance(limits, dict) else ()))
+    try:
+        return _qos_of(tuple(shapes))
+    except TypeError:  # a value that is no quantity (a list, say): not remembered
+        return _qos_of.__wrapped__(tuple(shapes))
+
+
+@functools.lru_cache(maxsize=1024)
+def _qos_of(shapes: tuple[tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]],
+                          ...]) -> str:
+    """The QoS class of containers with these cpu and memory (requests, limits) (pods of
+    one template share it: worked out once)."""
+    requests: dict[str, Fraction] = {}
+    limits: dict[str, Fraction] = {}
+    guaranteed = True
+    for container_requests, container_limits in shapes:
+        for name, value in container_requests:
             v = parse(value)
             if v is not None and v > 0:
                 requests[name] = requests.get(name, Fraction(0)) + v
         found = set()
-        for name, value in (res.get("limits") or {}).items():
-            if name not in ("cpu", "memory"):
-                continue
+        for name, value in container_limits:
             v = parse(value)
             if v is not None and v > 0:
                 found.add(name)
