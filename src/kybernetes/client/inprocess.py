@@ -12,9 +12,12 @@ caller that gives up does not cut the server's work short.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 from urllib.parse import urlencode
+
+from kybernetes.client.stream import lines_of
 
 Message = dict[str, Any]
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]],
@@ -23,6 +26,22 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]],
 _STREAM_CHUNKS = 256
 """Chunks of a streamed answer (a watch) held for a reader that is behind; the server then
 waits, as it waits on a full socket buffer."""
+
+
+def _receiver(body: bytes, gone: asyncio.Event) -> Callable[[], Awaitable[Message]]:
+    """An ASGI ``receive``: the request's body, then the client going away once ``gone``
+    is set."""
+    handed = False
+
+    async def receive() -> Message:
+        nonlocal handed
+        if not handed:
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 class InProcessPool:
@@ -64,16 +83,7 @@ class InProcessPool:
         """(status, headers with lower-case names, body) of one request."""
         body = content or b""
         answered = asyncio.Event()
-        handed = False
-
-        async def receive() -> Message:
-            nonlocal handed
-            if not handed:
-                handed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await answered.wait()  # then the client "goes away", as after a response
-            return {"type": "http.disconnect"}
-
+        receive = _receiver(body, answered)  # the client "goes away" after the answer
         status = 500
         resp_headers: dict[str, str] = {}
         chunks: list[bytes] = []
@@ -112,16 +122,7 @@ class InProcessPool:
         started: asyncio.Future[tuple[int, dict[str, str]]] = \
             asyncio.get_running_loop().create_future()
         gone = asyncio.Event()
-        handed = False
-
-        async def receive() -> Message:
-            nonlocal handed
-            if not handed:
-                handed = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await gone.wait()
-            return {"type": "http.disconnect"}
-
+        receive = _receiver(b"", gone)
         async def send(message: Message) -> None:
             if gone.is_set():
                 return
@@ -147,30 +148,20 @@ class InProcessPool:
         task = self._run(self._scope("GET", path, params, {}, None), receive, send)
         task.add_done_callback(ended)
 
-        async def next_chunk() -> bytes | None:
-            chunk = await chunks.get()
-            if chunks.qsize() < _STREAM_CHUNKS // 2:
-                room.set()
-            return chunk
+        async def body() -> AsyncGenerator[bytes, None]:
+            while (chunk := await chunks.get()) is not None:
+                if chunks.qsize() < _STREAM_CHUNKS // 2:
+                    room.set()
+                yield chunk
 
         try:
             status, resp_headers = await started
             if not 200 <= status < 300:
-                body = b""
-                while (chunk := await next_chunk()) is not None:
-                    body += chunk
-                raise error_from_response(status, body, resp_headers)
-            buf = b""
-            while (chunk := await next_chunk()) is not None:
-                buf += chunk
-                if b"\n" not in chunk:
-                    continue
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield line
-            if buf.strip():
-                yield buf
+                raise error_from_response(status, b"".join([c async for c in body()]),
+                                          resp_headers)
+            async with contextlib.aclosing(lines_of(body())) as lines:
+                async for line in lines:
+                    yield line
         finally:
             gone.set()  # the server's watch sees the client go, and ends
             room.set()

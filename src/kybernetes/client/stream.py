@@ -65,6 +65,21 @@ async def _body_chunks(reader: asyncio.StreamReader, headers: Mapping[str, str]
             yield chunk
 
 
+async def lines_of(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """Each non-blank line of a body that arrives in ``chunks``."""
+    buf = b""
+    async for chunk in chunks:
+        buf += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if buf.strip():
+        yield buf
+
+
 async def stream_lines(server: str, path: str, params: Mapping[str, str], *,
                        headers: Mapping[str, str], ssl_context: ssl.SSLContext | None
                        ) -> AsyncGenerator[bytes, None]:
@@ -87,17 +102,9 @@ async def stream_lines(server: str, path: str, params: Mapping[str, str], *,
         if not 200 <= status < 300:
             body = b"".join([c async for c in _body_chunks(reader, resp_headers)])
             raise error_from_response(status, body, resp_headers)
-        buf = b""
-        async for chunk in _body_chunks(reader, resp_headers):
-            buf += chunk
-            if b"\n" not in chunk:
-                continue
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    yield line
-        if buf.strip():
-            yield buf
+        async with contextlib.aclosing(lines_of(_body_chunks(reader, resp_headers))) as lines:
+            async for line in lines:
+                yield line
     except (asyncio.IncompleteReadError, ConnectionError) as e:
         raise StreamError(f"watch stream broken: {e}") from None
     finally:

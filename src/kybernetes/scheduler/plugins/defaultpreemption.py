@@ -112,6 +112,26 @@ class _Budgets:
         return violating, ok
 
 
+def _give_back(budgets: _Budgets, lower: list[PodInfo], reprieve: Callable[[PodInfo], bool]
+               ) -> tuple[list[PodInfo], int]:
+    """Give the pods ``lower`` (most important first) back while the preemptor still fits
+    (``reprieve`` puts one back and says whether it may stay, else takes it away again),
+    those whose eviction would break a disruption budget first: (the victims, most
+    important first; how many of them break a budget)."""
+    violating, ok = budgets.split(lower)
+    victims: list[PodInfo] = []
+    violations = 0
+    for p in violating:
+        if not reprieve(p):
+            victims.append(p)
+            violations += 1
+    for p in ok:
+        if not reprieve(p):
+            victims.append(p)
+    victims.sort(key=_more_important)
+    return victims, violations
+
+
 class DefaultPreemption:
     name = "DefaultPreemption"
 
@@ -219,10 +239,6 @@ class DefaultPreemption:
         st = fwk.run_filter_with_nominated(state, pod, node, nominated)
         if st is not None:
             return [], 0, st
-        violating, ok = budgets.split(lower)
-        victims: list[PodInfo] = []
-        violations = 0
-
         def reprieve(p: PodInfo) -> bool:
             node.add_pod(p)
             fwk.run_add_pod(state, pod, p, node)
@@ -230,16 +246,9 @@ class DefaultPreemption:
                 return True
             node.remove_pod(p)
             fwk.run_remove_pod(state, pod, p, node)
-            victims.append(p)
             return False
 
-        for p in violating:
-            if not reprieve(p):
-                violations += 1
-        for p in ok:
-            reprieve(p)
-        victims.sort(key=_more_important)
-        return victims, violations, None
+        return (*_give_back(budgets, lower, reprieve), None)
 
     def select_victims_by_counts(self, state: CycleState, pod: PodInfo, node: NodeInfo,
                                  budgets: _Budgets, counting: CountingFilter
@@ -275,9 +284,6 @@ class DefaultPreemption:
         if st is not None:
             return [], 0, st
         lower.sort(key=_more_important)
-        violating, ok = budgets.split(lower)
-        victims: list[PodInfo] = []
-        violations = 0
 
         def reprieve(p: PodInfo) -> bool:
             # the plugins other than ``counting.reader`` passed above, whatever the counts
@@ -291,16 +297,9 @@ class DefaultPreemption:
                     return True
                 full.remove(p)
             bare.remove(p)
-            victims.append(p)
             return False
 
-        for p in violating:
-            if not reprieve(p):
-                violations += 1
-        for p in ok:
-            reprieve(p)
-        victims.sort(key=_more_important)
-        return victims, violations, None
+        return (*_give_back(budgets, lower, reprieve), None)
 
     # -- acting on the choice --------------------------------------------------------------
 

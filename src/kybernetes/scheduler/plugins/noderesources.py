@@ -164,13 +164,18 @@ class Fit:
             st = Status.unresolvable(*st.reasons)
         return st
 
+    def _counts(self, name: str, want: int) -> bool:
+        """Whether a request of ``want`` of resource ``name`` is checked (as
+        :func:`shortfall` checks)."""
+        return bool(want) and (name in _BASIC or (
+            _is_scalar(name) and name not in self.ignored
+            and name.split("/", 1)[0] not in self.ignored_groups))
+
     def filter_batch(self, state: CycleState, pod: PodInfo, table: NodeTable) -> BoolArray:
         """:meth:`filter` for every node of the table at once."""
         mask: BoolArray = table.pods + 1 <= table.allowed_pods
         for name, want in pod.requests.items():
-            if not want or (name not in _BASIC and (
-                    not _is_scalar(name) or name in self.ignored
-                    or name.split("/", 1)[0] in self.ignored_groups)):
+            if not self._counts(name, want):
                 continue
             alloc, used = table.columns(name)
             mask &= want <= alloc - used
@@ -190,9 +195,7 @@ class Fit:
         too_many: BoolArray = pods + 1 > table.allowed_pods[rows]
         checks.append(("Too many pods", too_many, np.zeros(len(rows), np.bool_)))
         for name, want in pod.requests.items():
-            if not want or (name not in _BASIC and (
-                    not _is_scalar(name) or name in self.ignored
-                    or name.split("/", 1)[0] in self.ignored_groups)):
+            if not self._counts(name, want):
                 continue
             alloc, used = table.columns(name)
             have, taken = alloc[rows], used[rows]
