@@ -220,8 +220,8 @@ class Framework:
     def counting_filter(self, state: CycleState) -> CountingFilter | None:
         """The pod's active Filter plugins split around the only one whose verdict reads
         the node's pods, when that one judges by their counts alone (``filter_room``,
-        ``fits_room``) and
-        no PreFilter extension is active; None otherwise (or when ``by_counts`` is off)."""
+        ``fits_room``) and no PreFilter extension is active; None otherwise (or when
+        ``by_counts`` is off)."""
         if not self.by_counts:
             return None
         skip = state.skip_filter
