@@ -614,3 +614,22 @@ def test_invalid_args(args: dict[str, Any], message: str) -> None:
     """Bad args fail when the plugin is built."""
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         new(args, FakeHandle())
+
+
+def test_batch_normalize_rounds_as_the_float_formula() -> None:
+    """NormalizeScore is upstream's float formula, ``int(100 * ((s - min) / (max - min)))``
+    (29 of 0..100 gives 28, where integer arithmetic gives 29); the batch form rounds
+    alike."""
+    import numpy as np
+
+    from kybernetes.scheduler.plugins.interpodaffinity import PRE_SCORE_STATE_KEY, _PreScoreState
+
+    pl = new({}, FakeHandle())
+    state = CycleState()
+    state.write(PRE_SCORE_STATE_KEY, _PreScoreState({"zone": {"a": 1}}))
+    raw = [0, 29, 57, 100, 64]
+    one = list(raw)
+    pl.normalize_score(state, PodInfo(make_pod("p")), one)
+    many = pl.normalize_batch(state, PodInfo(make_pod("p")), np.array(raw, np.int64))
+    assert one == [0, 28, 56, 100, 64]
+    assert many.tolist() == one

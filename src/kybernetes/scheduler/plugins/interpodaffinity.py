@@ -576,6 +576,35 @@ class InterPodAffinity:
                 total += by_value.get(value, 0)
         return total
 
+    def score_batch(self, state: CycleState, pod: PodInfo, table: NodeTable, rows: IntArray
+                    ) -> IntArray:
+        """:meth:`score` of the nodes at ``rows``: each topology key's scores per value
+        spread over the nodes by the node table's label column."""
+        total = np.zeros(len(rows), np.int64)
+        s = state.read(PRE_SCORE_STATE_KEY)
+        if not isinstance(s, _PreScoreState):
+            return total
+        for key, by_value in s.topology_score.items():
+            col = table.label_column(key)
+            per_value = np.zeros(len(col.values) + 1, np.int64)  # the last: no such label
+            for value, score in by_value.items():
+                code = col.code_of.get(value)
+                if code is not None:
+                    per_value[code] = score
+            total += per_value[col.codes[rows]]
+        return total
+
+    def normalize_batch(self, state: CycleState, pod: PodInfo, scores: IntArray) -> IntArray:
+        """:meth:`normalize_score` of a numpy column (the same float steps)."""
+        s = state.read(PRE_SCORE_STATE_KEY)
+        if not isinstance(s, _PreScoreState) or not s.topology_score or not len(scores):
+            return scores
+        lo, hi = int(scores.min()), int(scores.max())
+        if hi - lo <= 0:
+            return np.zeros(len(scores), np.int64)
+        out: IntArray = (MAX_NODE_SCORE * ((scores - lo) / (hi - lo))).astype(np.int64)
+        return out
+
     def normalize_score(self, state: CycleState, pod: PodInfo, scores: list[int]) -> None:
         s = state.read(PRE_SCORE_STATE_KEY)
         if not isinstance(s, _PreScoreState) or not s.topology_score or not scores:
