@@ -432,9 +432,15 @@ def test_lifecycle_hooks(cluster: Cluster, namespace: str, tmp_path: Path) -> No
     st = wait_for("the failing pod to fail", lambda: (s := pod(
         cluster, namespace, "failing").get("status") or {}).get("phase") == "Failed" and s)
     assert "terminated" in st["containerStatuses"][0]["state"]
-    events = {e["reason"]: e["message"] for e in cluster.kubectl_json(
-        "get", "events", "-n", namespace, "--field-selector",
-        "involvedObject.name=failing")["items"]}
+
+    def failing_events() -> dict[str, str]:
+        return {e["reason"]: e["message"] for e in cluster.kubectl_json(
+            "get", "events", "-n", namespace, "--field-selector",
+            "involvedObject.name=failing")["items"]}
+
+    # events are posted in the background, as the kubelet's: they may follow the status
+    events = wait_for("the hook's events", lambda: (ev := failing_events()).keys() >= {
+        "FailedPostStartHook", "Killing"} and ev)
     assert "exited with 3" in events["FailedPostStartHook"] or \
         "nope" in events["FailedPostStartHook"]
     assert events["Killing"] == "FailedPostStartHook"
@@ -450,10 +456,11 @@ def test_active_deadline_seconds(cluster: Cluster, namespace: str) -> None:
     assert st["reason"] == "DeadlineExceeded"
     assert st["message"] == "Pod was active on the node longer than the specified deadline"
     assert "terminated" in st["containerStatuses"][0]["state"]
-    reasons = {e["reason"] for e in cluster.kubectl_json(
-        "get", "events", "-n", namespace, "--field-selector",
-        "involvedObject.name=deadline")["items"]}
-    assert "DeadlineExceeded" in reasons
+    # the agent posts events in the background: the status may come first
+    wait_for("the DeadlineExceeded event", lambda: "DeadlineExceeded" in {
+        e["reason"] for e in cluster.kubectl_json(
+            "get", "events", "-n", namespace, "--field-selector",
+            "involvedObject.name=deadline")["items"]})
 
 
 def test_termination_messages(cluster: Cluster, namespace: str) -> None:
