@@ -44,6 +44,12 @@ def _receiver(body: bytes, gone: asyncio.Event) -> Callable[[], Awaitable[Messag
     return receive
 
 
+def _headers_of(start: Message) -> dict[str, str]:
+    """An ``http.response.start`` message's headers, names in lower case."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1")
+            for k, v in start.get("headers") or ()}
+
+
 class InProcessPool:
     """What :class:`~kybernetes.client.stream.HTTPPool` offers the client, over an ASGI
     app in this process."""
@@ -92,8 +98,7 @@ class InProcessPool:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                resp_headers.update((k.decode("latin-1").lower(), v.decode("latin-1"))
-                                    for k, v in message.get("headers") or ())
+                resp_headers.update(_headers_of(message))
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -123,14 +128,13 @@ class InProcessPool:
             asyncio.get_running_loop().create_future()
         gone = asyncio.Event()
         receive = _receiver(b"", gone)
+
         async def send(message: Message) -> None:
             if gone.is_set():
                 return
             if message["type"] == "http.response.start":
                 if not started.done():
-                    started.set_result((message["status"], {
-                        k.decode("latin-1").lower(): v.decode("latin-1")
-                        for k, v in message.get("headers") or ()}))
+                    started.set_result((message["status"], _headers_of(message)))
             elif message["type"] == "http.response.body":
                 if message.get("body"):
                     chunks.put_nowait(message["body"])

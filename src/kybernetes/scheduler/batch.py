@@ -4,9 +4,10 @@ Used when every plugin active for the pod (not skipped by its PreFilter or PreSc
 offers a batch form (``filter_batch``/``score_batch``/``normalize_batch``) — as the
 common ones do. It decides exactly what the one-node-at-a-time path decides: the same
 nodes in the same rotating order, the same ``percentageOfNodesToScore`` stop, the same
-integer scores. Nodes holding pods nominated by a preemption are checked again one by
-one with those pods (:func:`first_rows`' veto); when no node fits, each failing node is
-asked for its reason by the first plugin that rejected it.
+integer scores. Nodes holding pods nominated by a preemption are checked again with
+those pods (:func:`first_rows`' veto: over the columns too when only NodeResourcesFit
+reads pods, else node by node); when no node fits, each failing node is asked for its
+reason by the first plugin that rejected it.
 """
 
 from __future__ import annotations

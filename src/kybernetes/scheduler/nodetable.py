@@ -10,7 +10,7 @@ are not in any table.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,19 @@ class LabelColumn(NamedTuple):
         if hits:
             per_value[hits] = True
         out: BoolArray = per_value[self.codes]
+        return out
+
+    def numbers(self, by_value: Mapping[str, float], rows: IntArray,
+                dtype: type[np.int64] | type[np.float64] = np.int64) -> npt.NDArray[Any]:
+        """The number ``by_value`` gives each node at ``rows`` by its value of this label
+        (0 for a node without the label or a value without a number)."""
+        per_value = np.zeros(len(self.values) + 1, dtype)  # the last: no such label
+        get = self.code_of.get
+        for value, n in by_value.items():
+            code = get(value)
+            if code is not None:
+                per_value[code] = n
+        out: npt.NDArray[Any] = per_value[self.codes[rows]]
         return out
 
     def hits(self, counts: Mapping[tuple[str, str], int], key: str) -> list[int]:

@@ -50,7 +50,7 @@ from kybernetes.scheduler.framework import (
 )
 from kybernetes.scheduler.queue import QueuedPodInfo, SchedulingQueue
 from kybernetes.scheduler.runtime import Framework, nominated_that_count, num_feasible_nodes_to_find
-from kybernetes.scheduler.types import NodeInfo, PodInfo, Room
+from kybernetes.scheduler.types import NodeInfo, PodInfo
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -479,16 +479,8 @@ class Scheduler:
                 verdicts[row] = st.with_plugin(counting.reader.name) if st is not None else None
 
         def rejects(row: int) -> bool:
-            if by_columns is not None:
-                st = verdicts[row]
-            elif counting is not None:
-                # as above, one node
-                room = Room(nodes[row])
-                for p in nominated_that_count(pod, held[row]):
-                    room.add(p)
-                st = counting.room_verdict(pod, room)
-            else:
-                st = fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
+            st = verdicts[row] if by_columns is not None else \
+                fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
             if st is not None and st.code == Code.ERROR:
                 raise RuntimeError(st.message)
             if st is not None:

@@ -424,6 +424,11 @@ class Room:
         self.pods = len(node.pods)
         self.requested = dict(node.requested)
 
+    def copy(self) -> Room:
+        c = Room.__new__(Room)
+        c.node, c.pods, c.requested = self.node, self.pods, dict(self.requested)
+        return c
+
     def add(self, pod: PodInfo) -> None:
         self.pods += 1
         req = self.requested

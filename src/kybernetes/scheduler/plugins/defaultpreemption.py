@@ -272,11 +272,9 @@ class DefaultPreemption:
         full: Room | None = None
         """The same with the nominated pods that count added (as Filter sees it)."""
         if extra:
-            full = Room(node)
+            full = bare.copy()
             for p in extra:
                 full.add(p)
-            for p in lower:
-                full.remove(p)
             st = counting.room_verdict(pod, full) or after
             if st is not None:
                 return [], 0, st

@@ -585,13 +585,7 @@ class InterPodAffinity:
         if not isinstance(s, _PreScoreState):
             return total
         for key, by_value in s.topology_score.items():
-            col = table.label_column(key)
-            per_value = np.zeros(len(col.values) + 1, np.int64)  # the last: no such label
-            for value, score in by_value.items():
-                code = col.code_of.get(value)
-                if code is not None:
-                    per_value[code] = score
-            total += per_value[col.codes[rows]]
+            total += table.label_column(key).numbers(by_value, rows)
         return total
 
     def normalize_batch(self, state: CycleState, pod: PodInfo, scores: IntArray) -> IntArray:

@@ -145,15 +145,16 @@ class Fit:
     def filter_room(self, pod: PodInfo, room: Room) -> Status | None:
         """:meth:`filter` on the node as ``room`` counts it (the verdict reads nothing
         else of the node's pods)."""
-        node = room.node
-        return self._verdict(shortfall(pod, room.pods, node.allowed_pods, node.allocatable,
-                                       room.requested, self.ignored, self.ignored_groups))
+        return self._verdict(self._room_shortfall(pod, room))
 
     def fits_room(self, pod: PodInfo, room: Room) -> bool:
         """Whether :meth:`filter_room` passes (without the reasons)."""
+        return not self._room_shortfall(pod, room)
+
+    def _room_shortfall(self, pod: PodInfo, room: Room) -> list[tuple[str, bool]]:
         node = room.node
-        return not shortfall(pod, room.pods, node.allowed_pods, node.allocatable,
-                             room.requested, self.ignored, self.ignored_groups)
+        return shortfall(pod, room.pods, node.allowed_pods, node.allocatable, room.requested,
+                         self.ignored, self.ignored_groups)
 
     @staticmethod
     def _verdict(missing: list[tuple[str, bool]]) -> Status | None:

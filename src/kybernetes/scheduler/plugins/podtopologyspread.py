@@ -665,9 +665,7 @@ class PodTopologySpread:
                     (n if (n := host.get((ni := nodes[r]).name)) is not None
                      else s.counter.count(ni, i) for r in rows.tolist()), np.float64, len(rows))
             else:
-                per_value = np.array([*(s.counts[i].get(v, 0) for v in col.values), 0],
-                                     np.float64)
-                cnt = per_value[codes]
+                cnt = col.numbers(s.counts[i], rows, np.float64)
             total += np.where(codes >= 0, cnt * s.weights[i] + (c.max_skew - 1), 0.0)
         out: IntArray = np.floor(total + 0.5).astype(np.int64)
         if s.ignored:
