@@ -430,6 +430,109 @@ def test_preemption_by_counts_matches_the_whole_filter_chain(seed: int) -> None:
     assert by_counts >= 20 and with_candidates >= 15, (by_counts, with_candidates)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_preemption_reuses_a_nodes_dry_run_only_while_nothing_it_read_changed(seed: int
+                                                                              ) -> None:
+    """Preemptors of a few shapes, one after another, while pods come, go and start, nodes
+    shrink, budgets change and pods are nominated: the candidates and every node's
+    verdict are those of a plugin that remembers nothing, and most dry runs are reused."""
+    import random
+
+    from kybernetes.scheduler.plugins import defaultpreemption
+
+    rng = random.Random(seed)
+    n_nodes = 20
+    nodes = [make_node(f"n{i}", cpu=str(rng.choice([4, 8])), pods=110,
+                       labels={"topology.kubernetes.io/zone": f"z{i % 3}"})
+             for i in range(n_nodes)]
+
+    def running(i: int) -> Obj:
+        return _running(f"r{i}", f"n{rng.randrange(n_nodes)}", rng.choice([0, 10, 10, 50]),
+                        rng.choice(["500m", "1", "2"]),
+                        start=f"2026-01-0{rng.randint(1, 9)}T00:00:00Z",
+                        labels={"app": rng.choice(["db", "web"])})
+
+    pods = {p["metadata"]["name"]: p for p in (running(i) for i in range(170))}
+    s = _scheduler(nodes, list(pods.values()))
+    pdbs = s.extra["poddisruptionbudgets"]
+    version = 0
+
+    def budget(allowed: int) -> None:
+        nonlocal version
+        version += 1
+        pdbs._store("default/db", {
+            "metadata": {"name": "db", "namespace": "default", "uid": "pdb-db",
+                         "resourceVersion": str(version)},
+            "spec": {"selector": {"matchLabels": {"app": "db"}}},
+            "status": {"disruptionsAllowed": allowed}})
+
+    budget(2)
+    fwk = s.profiles["default-scheduler"]
+    plugin = fwk.all_plugins["DefaultPreemption"]
+    shapes = [(100, "3"), (100, "6"), (60, "4")]
+    changes: dict[str, int] = {}
+    preempting = 0
+    for i in range(120):
+        change = rng.choice(["start", "start", "start", "remove", "add", "node", "budget",
+                             "nominate", "none", "none"])
+        changes[change] = changes.get(change, 0) + 1
+        if change == "start":  # a status update: same placement, a new start time
+            name = rng.choice(sorted(pods))
+            pod = pods[name] = {**pods[name], "status": {
+                "phase": "Running", "startTime": f"2026-02-{rng.randint(10, 28)}T00:00:00Z"}}
+            s.cache.set_pod(pod)
+        elif change == "remove":
+            s.cache.remove_pod(pods.pop(rng.choice(sorted(pods))))
+        elif change == "add":
+            pod = running(1000 + i)
+            pods[pod["metadata"]["name"]] = pod
+            s.cache.set_pod(pod)
+        elif change == "node":
+            old = nodes[rng.randrange(n_nodes)]
+            new = make_node(old["metadata"]["name"], cpu=str(rng.choice([4, 6, 8])), pods=110,
+                            labels=old["metadata"]["labels"])
+            s._node_updated(old, new)
+            nodes[nodes.index(old)] = new
+        elif change == "budget":
+            budget(rng.choice([0, 1, 3]))
+        elif change == "nominate":
+            prio, cpu = rng.choice(shapes)
+            s.queue.nominator.add(PodInfo(make_pod(f"nom{i}", uid=f"nom{i}", priority=prio,
+                                                   requests={"cpu": cpu})),
+                                  f"n{rng.randrange(n_nodes)}")
+        prio, cpu = rng.choice(shapes)
+        # replicas differ in their token volume's name (reused all the same)
+        token = f"kube-api-access-{i:05d}"
+        pre = make_pod(f"pre{i}", uid=f"pre{i}", priority=prio, requests={"cpu": cpu},
+                       volumes=[{"name": token, "projected": {"sources": [
+                           {"serviceAccountToken": {"path": "token"}}]}}])
+        pre["spec"]["containers"][0]["volumeMounts"] = [
+            {"name": token, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+        pi = PodInfo(pre)
+        state = CycleState()
+        try:
+            s.schedule_pod(fwk, state, pi)
+            continue
+        except FitError as e:
+            statuses = e.diagnosis.statuses
+        assert fwk.counting_filter(state) is not None
+        preempting += 1
+        fresh = defaultpreemption.new({}, plugin.handle)
+        fresh.bind_framework(fwk)
+        outcomes = []
+        for p in (plugin, fresh):
+            random.seed(i)  # the same first candidate node
+            cands, verdicts = p.find_candidates(state, pi, s.cache.nodes(), statuses)
+            outcomes.append(([(c.node, [v.name for v in c.victims], c.pdb_violations)
+                              for c in cands],
+                             {k: (v.code, v.reasons, v.plugin) for k, v in verdicts.items()}))
+        assert fresh.dry_runs_reused == 0
+        assert outcomes[0] == outcomes[1], f"preemptor {i} after {change}"
+    assert preempting >= 15 and plugin.dry_runs_reused >= 100, (preempting,
+                                                                 plugin.dry_runs_reused)
+    assert min(changes.values()) >= 3, changes
+
+
 async def test_preemption_policy_never_does_not_preempt() -> None:
     """A pod with preemptionPolicy Never waits instead of preempting."""
     s = _scheduler([make_node("a", cpu="2")], [_running("low", "a", 1, "2")])

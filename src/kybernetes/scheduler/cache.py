@@ -44,6 +44,10 @@ def _same_placement(pi: PodInfo, pod: Obj) -> bool:
         and md.get("namespace", "") == pi.namespace
 
 
+def _start(pod: Obj) -> Any:
+    return (pod.get("status") or {}).get("startTime")
+
+
 def _zone(node: NodeInfo) -> str:
     labels = node.labels
     return f"{labels.get(REGION_LABEL, '')}:\x00:{labels.get(ZONE_LABEL, '')}"
@@ -339,6 +343,10 @@ class Cache:
         st = self._pods.get(uid)
         if st is not None:
             if st.node == node_name and _same_placement(st.info, pod):
+                if _start(st.info.pod) != _start(pod):
+                    node = self._nodes.get(node_name)
+                    if node is not None:
+                        node.start_generation += 1
                 st.info.swap(pod)
                 st.assumed = False
                 return

@@ -245,6 +245,7 @@ class NodeInfo:
         "pods_with_required_anti_affinity",
         "pvc_refs",
         "requested",
+        "start_generation",
         "table",
         "taints",
         "unschedulable",
@@ -273,6 +274,9 @@ class NodeInfo:
         self.gpu_pods = [0, 0]
         """How many of its pods share one GPU, and how many hold whole GPUs."""
         self.generation = 0
+        self.start_generation = 0
+        """Bumped when one of its pods gets a new start time in place (a status update,
+        which leaves ``generation`` alone): what orders preemption's victims."""
         self.table: NodeTable | None = None
         """The node table this node is a row of (its ``index``), kept in step."""
         self.index = -1
@@ -409,6 +413,7 @@ class NodeInfo:
         c.gpu_model = self.gpu_model
         c.gpu_pods = list(self.gpu_pods)
         c.generation = self.generation
+        c.start_generation = self.start_generation
         return c
 
 

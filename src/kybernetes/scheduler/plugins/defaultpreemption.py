@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from kybernetes.api.errors import StatusError
 from kybernetes.api.meta import rfc3339
 from kybernetes.api.selectors import SelectorError, from_label_selector
@@ -54,6 +56,8 @@ NO_VICTIMS = "No preemption victims found for incoming pod"
 NEVER = "not eligible due to preemptionPolicy=Never."
 TERMINATING = "not eligible due to a terminating pod on the nominated node."
 _INT32_OFFSET = 2**31
+_DRY_RUN_SHAPES = 8
+"""How many kinds of preemptor (spec, plugins, budgets) keep their dry runs."""
 
 
 @dataclass
@@ -61,6 +65,11 @@ class Candidate:
     node: str
     victims: list[PodInfo]
     pdb_violations: int
+
+
+_Outcome = tuple[list[PodInfo], int, "Status | None"]
+"""A dry run's victims (most important first), how many break a budget, and the node's
+verdict when it cannot be a candidate."""
 
 
 def _more_important(pod: PodInfo) -> tuple[int, float]:
@@ -80,6 +89,9 @@ class _Budgets:
 
     def __init__(self, pdbs: list[Obj]) -> None:
         self.entries: list[tuple[Obj, Any, int, set[str]]] = []
+        self.version = tuple(((p.get("metadata") or {}).get("uid"),
+                              (p.get("metadata") or {}).get("resourceVersion")) for p in pdbs)
+        """Which budgets these are, at which versions."""
         for pdb in pdbs:
             sel = (pdb.get("spec") or {}).get("selector")
             try:
@@ -132,6 +144,26 @@ def _give_back(budgets: _Budgets, lower: list[PodInfo], reprieve: Callable[[PodI
     return victims, violations
 
 
+def _dry_run_key(pod: PodInfo, counting: CountingFilter, budgets: _Budgets
+                 ) -> tuple[Any, ...]:
+    """What a dry run by counts reads besides the node and the pods nominated there: the
+    pod's spec (its priority and requests, and all the pod-independent plugins read of
+    it) less the parts that differ between replicas and that no such plugin reads (the
+    volumes, whose service-account token volume has a random name, their mounts, the
+    hostname), which plugins are asked, the disruption budgets."""
+    spec = {k: v for k, v in pod.spec.items() if k not in _PER_REPLICA}
+    for k in _CONTAINER_LISTS:
+        if k in spec:
+            spec[k] = [{f: v for f, v in c.items() if f != "volumeMounts"} for c in spec[k]]
+    return (pod.namespace, orjson.dumps(spec, option=orjson.OPT_SORT_KEYS),
+            tuple(p.name for p in counting.before), counting.reader.name,
+            tuple(p.name for p in counting.after), budgets.version)
+
+
+_PER_REPLICA = frozenset(("volumes", "hostname"))
+_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
 class DefaultPreemption:
     name = "DefaultPreemption"
 
@@ -143,6 +175,11 @@ class DefaultPreemption:
             raise ValueError("minCandidateNodesPercentage: not in valid range [0, 100]")
         self.framework: Framework | None = None
         self._recorder: EventRecorder | None = None
+        self._dry_runs: dict[tuple[Any, ...], dict[str, tuple[NodeInfo, int, int, _Outcome]]
+                             ] = {}
+        """What a dry run by counts read besides the node (:func:`_dry_run_key`) → node
+        name → the last one there: the node, its generations then, the outcome."""
+        self.dry_runs_reused = 0
 
     def bind_framework(self, fwk: Framework) -> None:
         self.framework = fwk
@@ -202,11 +239,20 @@ class DefaultPreemption:
         violating: list[Candidate] = []
         assert self.framework is not None
         counting = self.framework.counting_filter(state)
+        memo: dict[str, tuple[NodeInfo, int, int, _Outcome]] = {}
+        if counting is not None:
+            key = _dry_run_key(pod, counting, budgets)
+            memo = self._dry_runs.pop(key, memo)  # then put back last: the newest
+            if len(memo) > 2 * len(nodes) + 64:
+                memo.clear()
+            while len(self._dry_runs) >= _DRY_RUN_SHAPES:
+                del self._dry_runs[next(iter(self._dry_runs))]
+            self._dry_runs[key] = memo
         for i in range(len(potential)):
             node = potential[(offset + i) % len(potential)]
             if counting is not None:
-                victims, violations, st = self.select_victims_by_counts(
-                    state, pod, node, budgets, counting)
+                victims, violations, st = self._dry_run(state, pod, node, budgets, counting,
+                                                        memo)
             else:
                 victims, violations, st = self.select_victims(state.clone(), pod,
                                                               node.clone(), budgets)
@@ -250,12 +296,34 @@ class DefaultPreemption:
 
         return (*_give_back(budgets, lower, reprieve), None)
 
+    def _dry_run(self, state: CycleState, pod: PodInfo, node: NodeInfo, budgets: _Budgets,
+                 counting: CountingFilter, memo: dict[str, tuple[NodeInfo, int, int, _Outcome]]
+                 ) -> _Outcome:
+        """:meth:`select_victims_by_counts`, reused (from ``memo``: the dry runs of pods
+        whose spec, plugins asked and budgets are those of ``pod`` now) while the node is
+        the same (its generation: pods, requests, the node object; its start generation:
+        the order of its pods) and no pod nominated here counts. Replicas of one workload
+        preempting one after another redo only the nodes that changed."""
+        nominated = self.handle.nominator.for_node(node.name) if self.handle.nominator else []
+        extra = nominated_that_count(pod, nominated)
+        if extra:
+            return self.select_victims_by_counts(state, pod, node, budgets, counting, extra)
+        seen = memo.get(node.name)
+        if seen is not None and seen[0] is node and seen[1] == node.generation \
+                and seen[2] == node.start_generation:
+            self.dry_runs_reused += 1
+            return seen[3]
+        out = self.select_victims_by_counts(state, pod, node, budgets, counting, extra)
+        memo[node.name] = (node, node.generation, node.start_generation, out)
+        return out
+
     def select_victims_by_counts(self, state: CycleState, pod: PodInfo, node: NodeInfo,
-                                 budgets: _Budgets, counting: CountingFilter
-                                 ) -> tuple[list[PodInfo], int, Status | None]:
-        """:meth:`select_victims` when only resource counts decide (``counting``): the
-        same victims and verdicts, from counts kept beside the node instead of a copy of
-        it run through the whole Filter chain at each step."""
+                                 budgets: _Budgets, counting: CountingFilter,
+                                 extra: list[PodInfo]) -> _Outcome:
+        """:meth:`select_victims` when only resource counts decide (``counting``; ``extra``:
+        the pods nominated to the node that count): the same victims and verdicts, from
+        counts kept beside the node instead of a copy of it run through the whole Filter
+        chain at each step."""
         lower = [p for p in node.pods.values() if p.priority < pod.priority]
         if not lower:
             return [], 0, Status.unresolvable(NO_VICTIMS)
@@ -263,8 +331,6 @@ class DefaultPreemption:
         if st is not None:
             return [], 0, st
         after = first_failure(counting.after, state, pod, node)
-        nominated = self.handle.nominator.for_node(node.name) if self.handle.nominator else []
-        extra = nominated_that_count(pod, nominated)
         bare = Room(node)
         """The node less the victims so far."""
         for p in lower:
