@@ -471,10 +471,11 @@ def test_preemption_reuses_a_nodes_dry_run_only_while_nothing_it_read_changed(se
     plugin = fwk.all_plugins["DefaultPreemption"]
     shapes = [(100, "3"), (100, "6"), (60, "4")]
     changes: dict[str, int] = {}
+    nominated: list[str] = []
     preempting = 0
     for i in range(120):
         change = rng.choice(["start", "start", "start", "remove", "add", "node", "budget",
-                             "nominate", "none", "none"])
+                             "nominate", "nominate", "forget", "none", "none"])
         changes[change] = changes.get(change, 0) + 1
         if change == "start":  # a status update: same placement, a new start time
             name = rng.choice(sorted(pods))
@@ -500,6 +501,9 @@ def test_preemption_reuses_a_nodes_dry_run_only_while_nothing_it_read_changed(se
             s.queue.nominator.add(PodInfo(make_pod(f"nom{i}", uid=f"nom{i}", priority=prio,
                                                    requests={"cpu": cpu})),
                                   f"n{rng.randrange(n_nodes)}")
+            nominated.append(f"nom{i}")
+        elif change == "forget" and nominated:
+            s.queue.nominator.delete(nominated.pop(rng.randrange(len(nominated))))
         prio, cpu = rng.choice(shapes)
         # replicas differ in their token volume's name (reused all the same)
         token = f"kube-api-access-{i:05d}"

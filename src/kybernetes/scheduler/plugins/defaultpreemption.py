@@ -72,6 +72,11 @@ _Outcome = tuple[list[PodInfo], int, "Status | None"]
 verdict when it cannot be a candidate."""
 
 
+_Seen = tuple[NodeInfo, int, int, tuple[str, ...], _Outcome]
+"""A dry run remembered: the node, its generation and start generation then, the uids of
+the nominated pods that counted, the outcome."""
+
+
 def _more_important(pod: PodInfo) -> tuple[int, float]:
     """Sort key: higher priority first, then the one that started earlier."""
     return (-pod.priority, pod.start_time)
@@ -175,8 +180,7 @@ class DefaultPreemption:
             raise ValueError("minCandidateNodesPercentage: not in valid range [0, 100]")
         self.framework: Framework | None = None
         self._recorder: EventRecorder | None = None
-        self._dry_runs: dict[tuple[Any, ...], dict[str, tuple[NodeInfo, int, int, _Outcome]]
-                             ] = {}
+        self._dry_runs: dict[tuple[Any, ...], dict[str, _Seen]] = {}
         """What a dry run by counts read besides the node (:func:`_dry_run_key`) → node
         name → the last one there: the node, its generations then, the outcome."""
         self.dry_runs_reused = 0
@@ -239,7 +243,7 @@ class DefaultPreemption:
         violating: list[Candidate] = []
         assert self.framework is not None
         counting = self.framework.counting_filter(state)
-        memo: dict[str, tuple[NodeInfo, int, int, _Outcome]] = {}
+        memo: dict[str, _Seen] = {}
         if counting is not None:
             key = _dry_run_key(pod, counting, budgets)
             memo = self._dry_runs.pop(key, memo)  # then put back last: the newest
@@ -297,24 +301,23 @@ class DefaultPreemption:
         return (*_give_back(budgets, lower, reprieve), None)
 
     def _dry_run(self, state: CycleState, pod: PodInfo, node: NodeInfo, budgets: _Budgets,
-                 counting: CountingFilter, memo: dict[str, tuple[NodeInfo, int, int, _Outcome]]
-                 ) -> _Outcome:
+                 counting: CountingFilter, memo: dict[str, _Seen]) -> _Outcome:
         """:meth:`select_victims_by_counts`, reused (from ``memo``: the dry runs of pods
         whose spec, plugins asked and budgets are those of ``pod`` now) while the node is
         the same (its generation: pods, requests, the node object; its start generation:
-        the order of its pods) and no pod nominated here counts. Replicas of one workload
-        preempting one after another redo only the nodes that changed."""
+        the order of its pods) and so are the pods nominated here that count (by uid: what
+        they request cannot change). Replicas of one workload preempting one after another
+        redo only the nodes that changed."""
         nominated = self.handle.nominator.for_node(node.name) if self.handle.nominator else []
         extra = nominated_that_count(pod, nominated)
-        if extra:
-            return self.select_victims_by_counts(state, pod, node, budgets, counting, extra)
+        held = tuple(p.uid for p in extra)
         seen = memo.get(node.name)
         if seen is not None and seen[0] is node and seen[1] == node.generation \
-                and seen[2] == node.start_generation:
+                and seen[2] == node.start_generation and seen[3] == held:
             self.dry_runs_reused += 1
-            return seen[3]
+            return seen[4]
         out = self.select_victims_by_counts(state, pod, node, budgets, counting, extra)
-        memo[node.name] = (node, node.generation, node.start_generation, out)
+        memo[node.name] = (node, node.generation, node.start_generation, held, out)
         return out
 
     def select_victims_by_counts(self, state: CycleState, pod: PodInfo, node: NodeInfo,
