@@ -106,6 +106,10 @@ CASES = {
                        pod(cpu="3", priorityClassName="high"),
                        init=pod(cpu="900m", priorityClassName="low"), init_pods=2000,
                        nodes=500, pods=500),
+    "preemption-5000": Case("PreemptionBasic", "PreemptionBasic/5000Nodes", 570,
+                            pod(cpu="3", priorityClassName="high"),
+                            init=pod(cpu="900m", priorityClassName="low"), init_pods=20000,
+                            nodes=5000, pods=5000),
 }
 
 

@@ -430,6 +430,32 @@ def test_preemption_by_counts_matches_the_whole_filter_chain(seed: int) -> None:
     assert by_counts >= 20 and with_candidates >= 15, (by_counts, with_candidates)
 
 
+def test_nominator_counting_views_follow_nominations() -> None:
+    """The pods nominated to each node that count for a pod (others of at least its
+    priority), kept per priority as pods are nominated, moved and withdrawn, are those
+    picked from the node's nominated pods afresh."""
+    import random
+
+    from kybernetes.scheduler.queue import Nominator
+    from kybernetes.scheduler.runtime import nominated_that_count
+
+    rng = random.Random(5)
+    nom = Nominator()
+    pods = [PodInfo(make_pod(f"p{i}", uid=f"u{i}", priority=rng.choice([0, 10, 100])))
+            for i in range(40)]
+    for step in range(400):
+        pod = rng.choice(pods)
+        if rng.random() < 0.6:
+            nom.add(pod, f"n{rng.randrange(8)}")
+        else:
+            nom.delete(pod.uid)
+        asker = rng.choice(pods)
+        view = nom.counting(asker)
+        want = {f"n{i}": nominated_that_count(asker, nom.for_node(f"n{i}")) for i in range(8)}
+        assert {n: view.get(n) for n in want} == want, step
+        assert dict(view.items()) == {n: v for n, v in want.items() if v}, step
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_preemption_reuses_a_nodes_dry_run_only_while_nothing_it_read_changed(seed: int
                                                                               ) -> None:

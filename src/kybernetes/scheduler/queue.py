@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -284,6 +284,38 @@ class SchedulingQueue:
             + list(self._unschedulable.values()) + list(self._gated.values())
 
 
+_VIEWS = 8
+"""How many priorities :meth:`Nominator.counting` keeps a view for."""
+
+
+class NominatedFor:
+    """For one pod, the pods nominated to each node that Filter adds there (those of at
+    least its priority but itself): ``get(node)``, and ``items()`` of the nodes with any.
+    Read it within one scheduling cycle; it changes as nominations do."""
+
+    __slots__ = ("_own", "_own_held", "_view")
+
+    def __init__(self, view: dict[str, list[PodInfo]], own: str, own_held: list[PodInfo]
+                 ) -> None:
+        self._view, self._own, self._own_held = view, own, own_held
+
+    def get(self, node: str) -> list[PodInfo]:
+        if node == self._own:
+            return self._own_held
+        return self._view.get(node) or _NONE
+
+    def items(self) -> Iterator[tuple[str, list[PodInfo]]]:
+        own = self._own
+        for name, held in self._view.items():
+            if name != own:
+                yield name, held
+            elif self._own_held:
+                yield name, self._own_held
+
+
+_NONE: list[PodInfo] = []
+
+
 class Nominator:
     """Pods nominated to a node by preemption: while the victims go, other pods of lower
     priority must not take their place."""
@@ -291,6 +323,9 @@ class Nominator:
     def __init__(self) -> None:
         self._by_node: dict[str, dict[str, PodInfo]] = {}
         self._node_of: dict[str, str] = {}
+        self._views: dict[int, dict[str, list[PodInfo]]] = {}
+        """Priority → node → the pods nominated there of at least that priority, for the
+        priorities asked of :meth:`counting` lately, kept in step."""
 
     def add(self, pod: PodInfo, node_name: str) -> None:
         self.delete(pod.uid)
@@ -298,17 +333,45 @@ class Nominator:
             return
         self._by_node.setdefault(node_name, {})[pod.uid] = pod
         self._node_of[pod.uid] = node_name
+        for prio, view in self._views.items():
+            if pod.priority >= prio:
+                view.setdefault(node_name, []).append(pod)
 
     def delete(self, uid: str) -> None:
         node = self._node_of.pop(uid, None)
-        if node is not None:
-            pods = self._by_node.get(node, {})
-            pods.pop(uid, None)
-            if not pods:
-                self._by_node.pop(node, None)
+        if node is None:
+            return
+        pods = self._by_node.get(node, {})
+        pod = pods.pop(uid, None)
+        if not pods:
+            self._by_node.pop(node, None)
+        if pod is None:
+            return
+        for prio, view in self._views.items():
+            held = view.get(node)
+            if pod.priority >= prio and held is not None:
+                held[:] = [p for p in held if p.uid != uid]
+                if not held:
+                    del view[node]
 
     def for_node(self, node_name: str) -> list[PodInfo]:
         return list(self._by_node.get(node_name, {}).values())
+
+    def counting(self, pod: PodInfo) -> NominatedFor:
+        """The pods nominated to each node that Filter adds there for ``pod``: the others
+        of at least its priority."""
+        view = self._views.get(pod.priority)
+        if view is None:
+            if len(self._views) >= _VIEWS:
+                self._views.clear()
+            prio = pod.priority
+            view = self._views[prio] = {}
+            for name, pods in self._by_node.items():
+                held = [p for p in pods.values() if p.priority >= prio]
+                if held:
+                    view[name] = held
+        own = self._node_of.get(pod.uid, "")
+        return NominatedFor(view, own, [p for p in view.get(own, ()) if p.uid != pod.uid])
 
     def node_of(self, uid: str) -> str:
         return self._node_of.get(uid, "")

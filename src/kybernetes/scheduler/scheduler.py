@@ -49,7 +49,7 @@ from kybernetes.scheduler.framework import (
     fit_message,
 )
 from kybernetes.scheduler.queue import QueuedPodInfo, SchedulingQueue
-from kybernetes.scheduler.runtime import Framework, nominated_that_count, num_feasible_nodes_to_find
+from kybernetes.scheduler.runtime import Framework, num_feasible_nodes_to_find
 from kybernetes.scheduler.types import NodeInfo, PodInfo
 
 log = logging.getLogger(__name__)
@@ -456,13 +456,15 @@ class Scheduler:
             return None
         n = len(nodes)
         start = self._next_start % n
-        nominator = self.queue.nominator
         held: dict[int, list[PodInfo]] = {}
-        """Rows of the nodes holding nominated pods, which Filter sees added."""
-        for name in nominator.nodes() if nominator else ():
-            ni = self.cache.node(name)
-            if ni is not None and ni.table is table:
-                held[ni.index] = nominator.for_node(name)
+        """Rows of the nodes holding nominated pods that count for ``pod``, which Filter
+        sees added."""
+        if self.queue.nominator:
+            node = self.cache.node
+            for name, extra in self.queue.nominator.counting(pod).items():
+                ni = node(name)
+                if ni is not None and ni.table is table:
+                    held[ni.index] = extra
 
         vetoed: dict[int, Status] = {}
         counting = fwk.counting_filter(state) if held else None
@@ -474,8 +476,8 @@ class Scheduler:
             # turned down with them by the one plugin that reads pods: ask it of all at once
             rows_held = list(held)
             for row, st in zip(rows_held, by_columns(
-                    state, pod, table, np.array(rows_held, np.int64),
-                    [nominated_that_count(pod, held[row]) for row in rows_held]), strict=True):
+                    state, pod, table, np.array(rows_held, np.int64), list(held.values())),
+                    strict=True):
                 verdicts[row] = st.with_plugin(counting.reader.name) if st is not None else None
 
         def rejects(row: int) -> bool:
@@ -562,16 +564,15 @@ class Scheduler:
         if not fwk.has_filters():
             self._next_start = (start + want) % n
             return [nodes[(start + i) % n] for i in range(want)]
-        nominator = self.queue.nominator
+        held = self.queue.nominator.counting(pod) if self.queue.nominator else None
         run = fwk.run_filter
         feasible: list[NodeInfo] = []
         processed = 0
         order = nodes[start:] + nodes[:start] if start else nodes
         for node in order:
             processed += 1
-            if nominator:
-                st = fwk.run_filter_with_nominated(state, pod, node,
-                                                   nominator.for_node(node.name))
+            if held is not None:
+                st = fwk.run_filter_with_nominated(state, pod, node, held.get(node.name))
             else:
                 st = run(state, pod, node)
             if st is None:

@@ -24,6 +24,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -44,7 +45,6 @@ from kybernetes.scheduler.runtime import (
     CountingFilter,
     Framework,
     first_failure,
-    nominated_that_count,
 )
 from kybernetes.scheduler.types import NodeInfo, PodInfo, Room
 
@@ -66,15 +66,35 @@ class Candidate:
     victims: list[PodInfo]
     pdb_violations: int
 
+    @cached_property
+    def rank(self) -> tuple[int, int, int, int, float]:
+        """upstream's criteria for picking a node, in order, lowest best: PDB violations,
+        the highest victim priority, the sum of victim priorities, the number of victims,
+        and (negated) the earliest start among the victims of that highest priority — the
+        node whose most important victims started last loses the least work."""
+        victims = self.victims
+        top = max(v.priority for v in victims)
+        return (self.pdb_violations, top, sum(v.priority + _INT32_OFFSET for v in victims),
+                len(victims), -min(v.start_time for v in victims if v.priority == top))
+
 
 _Outcome = tuple[list[PodInfo], int, "Status | None"]
 """A dry run's victims (most important first), how many break a budget, and the node's
 verdict when it cannot be a candidate."""
 
 
-_Seen = tuple[NodeInfo, int, int, tuple[str, ...], _Outcome]
+_Seen = tuple[NodeInfo, int, int, tuple[str, ...], "Candidate | Status"]
 """A dry run remembered: the node, its generation and start generation then, the uids of
-the nominated pods that counted, the outcome."""
+the nominated pods that counted, the outcome (with its rank, once asked)."""
+
+
+def _found(node: str, outcome: _Outcome) -> Candidate | Status:
+    """A dry run's outcome on ``node`` as a candidate, or why the node is none."""
+    victims, violations, st = outcome
+    if st is None and victims:
+        return Candidate(node, victims, violations)
+    return st if st is not None else Status.error(
+        f"expected at least one victim pod on node {node!r}")
 
 
 def _more_important(pod: PodInfo) -> tuple[int, float]:
@@ -244,6 +264,8 @@ class DefaultPreemption:
         assert self.framework is not None
         counting = self.framework.counting_filter(state)
         memo: dict[str, _Seen] = {}
+        nominator = self.handle.nominator
+        nominated = nominator.counting(pod) if nominator else None
         if counting is not None:
             key = _dry_run_key(pod, counting, budgets)
             memo = self._dry_runs.pop(key, memo)  # then put back last: the newest
@@ -254,20 +276,16 @@ class DefaultPreemption:
             self._dry_runs[key] = memo
         for i in range(len(potential)):
             node = potential[(offset + i) % len(potential)]
-            if counting is not None:
-                victims, violations, st = self._dry_run(state, pod, node, budgets, counting,
-                                                        memo)
-            else:
-                victims, violations, st = self.select_victims(state.clone(), pod,
-                                                              node.clone(), budgets)
-            if st is None and victims:
-                c = Candidate(node.name, victims, violations)
-                (violating if violations else non_violating).append(c)
+            found = self._dry_run(state, pod, node, budgets, counting, memo,
+                                  nominated.get(node.name) if nominated is not None else []) \
+                if counting is not None else \
+                _found(node.name, self.select_victims(state.clone(), pod, node.clone(), budgets))
+            if isinstance(found, Candidate):
+                (violating if found.pdb_violations else non_violating).append(found)
                 if non_violating and len(non_violating) + len(violating) >= want:
                     break
                 continue
-            out[node.name] = st if st is not None else Status.error(
-                f"expected at least one victim pod on node {node.name!r}")
+            out[node.name] = found
         return non_violating + violating, out
 
     def select_victims(self, state: CycleState, pod: PodInfo, node: NodeInfo,
@@ -301,24 +319,25 @@ class DefaultPreemption:
         return (*_give_back(budgets, lower, reprieve), None)
 
     def _dry_run(self, state: CycleState, pod: PodInfo, node: NodeInfo, budgets: _Budgets,
-                 counting: CountingFilter, memo: dict[str, _Seen]) -> _Outcome:
+                 counting: CountingFilter, memo: dict[str, _Seen], extra: list[PodInfo]
+                 ) -> Candidate | Status:
         """:meth:`select_victims_by_counts`, reused (from ``memo``: the dry runs of pods
         whose spec, plugins asked and budgets are those of ``pod`` now) while the node is
         the same (its generation: pods, requests, the node object; its start generation:
         the order of its pods) and so are the pods nominated here that count (by uid: what
         they request cannot change). Replicas of one workload preempting one after another
-        redo only the nodes that changed."""
-        nominated = self.handle.nominator.for_node(node.name) if self.handle.nominator else []
-        extra = nominated_that_count(pod, nominated)
+        redo only the nodes that changed. ``extra``: the pods nominated to the node that
+        count."""
         held = tuple(p.uid for p in extra)
         seen = memo.get(node.name)
         if seen is not None and seen[0] is node and seen[1] == node.generation \
                 and seen[2] == node.start_generation and seen[3] == held:
             self.dry_runs_reused += 1
             return seen[4]
-        out = self.select_victims_by_counts(state, pod, node, budgets, counting, extra)
-        memo[node.name] = (node, node.generation, node.start_generation, held, out)
-        return out
+        found = _found(node.name,
+                       self.select_victims_by_counts(state, pod, node, budgets, counting, extra))
+        memo[node.name] = (node, node.generation, node.start_generation, held, found)
+        return found
 
     def select_victims_by_counts(self, state: CycleState, pod: PodInfo, node: NodeInfo,
                                  budgets: _Budgets, counting: CountingFilter,
@@ -419,30 +438,13 @@ class DefaultPreemption:
 
 
 def pick_one(candidates: list[Candidate]) -> Candidate:
-    """upstream's pickOneNodeForPreemption, criterion by criterion."""
-    def highest(c: Candidate) -> int:
-        return max(v.priority for v in c.victims)
+    """upstream's pickOneNodeForPreemption: the candidate best by each criterion in turn
+    (:attr:`Candidate.rank`), the first of those still tied."""
+    return min(candidates, key=_rank)
 
-    def latest_start(c: Candidate) -> float:
-        top = highest(c)
-        return -min(v.start_time for v in c.victims if v.priority == top)
 
-    steps: list[Callable[[Candidate], float]] = [
-        lambda c: c.pdb_violations,
-        highest,
-        lambda c: sum(v.priority + _INT32_OFFSET for v in c.victims),
-        lambda c: len(c.victims),
-        # the node whose most important victims started last loses the least work
-        latest_start,
-    ]
-    remaining = candidates
-    for key in steps:
-        values = [key(c) for c in remaining]
-        best = min(values)
-        remaining = [c for c, v in zip(remaining, values, strict=True) if v == best]
-        if len(remaining) == 1:
-            break
-    return remaining[0]
+def _rank(c: Candidate) -> tuple[int, int, int, int, float]:
+    return c.rank
 
 
 def new(args: dict[str, Any], handle: Handle) -> DefaultPreemption:

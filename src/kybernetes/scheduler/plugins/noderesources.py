@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -191,8 +191,13 @@ class Fit:
         checks: list[tuple[str, BoolArray, BoolArray]] = []
         """(reason, short, short even when empty) in :func:`shortfall`'s order."""
         pods = table.pods[rows]
+        flat: list[Mapping[str, int]] = []
+        """What each added pod requests, row after row (``owner``: its row's position)."""
         if added is not None:
-            pods = pods + np.fromiter(map(len, added), np.int64, len(rows))
+            counts = np.fromiter(map(len, added), np.int64, len(rows))
+            pods = pods + counts
+            flat = [p.requests for extra in added for p in extra]
+            owner = np.repeat(np.arange(len(rows)), counts)
         too_many: BoolArray = pods + 1 > table.allowed_pods[rows]
         checks.append(("Too many pods", too_many, np.zeros(len(rows), np.bool_)))
         for name, want in pod.requests.items():
@@ -200,10 +205,11 @@ class Fit:
                 continue
             alloc, used = table.columns(name)
             have, taken = alloc[rows], used[rows]
-            if added is not None:
-                taken = taken + np.fromiter(
-                    (sum(p.requests.get(name, 0) for p in extra) for extra in added),
-                    np.int64, len(rows))
+            if flat:
+                more = np.zeros(len(rows), np.int64)
+                np.add.at(more, owner, np.fromiter((r.get(name, 0) for r in flat), np.int64,
+                                                   len(flat)))
+                taken = taken + more
             checks.append((f"Insufficient {name}", want > have - taken, want > have))
         code = np.zeros(len(rows), np.int64)
         for i, (_, short, empty_short) in enumerate(checks):
