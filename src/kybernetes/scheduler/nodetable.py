@@ -107,6 +107,7 @@ class PairCounts(dict[tuple[str, str], int]):
 class NodeTable:
     def __init__(self, nodes: list[NodeInfo]) -> None:
         self.nodes = nodes
+        self.names = [ni.name for ni in nodes]
         n = len(nodes)
         self.size = n
         self.alloc: dict[str, IntArray] = {}

@@ -19,8 +19,9 @@ import logging
 import operator
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -137,6 +138,14 @@ def _pod_action(old: Obj, new: Obj) -> Action:
     if PodInfo(new).requests != PodInfo(old).requests:
         action |= Action.UPDATE_POD_SCALE_DOWN
     return action
+
+
+T = TypeVar("T")
+
+
+def _distinct(items: Iterable[T]) -> Iterable[T]:
+    """Each object of ``items`` once (by identity), in order."""
+    return {id(x): x for x in items}.values()
 
 
 class Scheduler:
@@ -481,17 +490,29 @@ class Scheduler:
                 verdicts[row] = st.with_plugin(counting.reader.name) if st is not None else None
 
         def rejects(row: int) -> bool:
-            st = verdicts[row] if by_columns is not None else \
-                fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
+            st = fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
             if st is not None and st.code == Code.ERROR:
                 raise RuntimeError(st.message)
             if st is not None:
                 vetoed[row] = st
             return st is not None
 
-        rows, walked = batch.first_rows(
-            batch.combined(masks, table), start=start,
-            want=num_feasible_nodes_to_find(fwk.percentage, n), veto=rejects, vetoable=held)
+        mask = batch.combined(masks, table)
+        want = num_feasible_nodes_to_find(fwk.percentage, n)
+        if by_columns is not None:
+            # every held node's verdict is known: turn down at once those the others pass
+            bad = {row: st for row, st in verdicts.items() if st is not None}
+            for st in _distinct(bad.values()):
+                if st.code == Code.ERROR:
+                    raise RuntimeError(st.message)
+            turned = np.fromiter(bad, np.int64, len(bad))
+            turned = turned[mask[turned]]
+            vetoed = {row: bad[row] for row in turned.tolist()}
+            mask[turned] = False
+            rows, walked = batch.first_rows(mask, start=start, want=want)
+        else:
+            rows, walked = batch.first_rows(mask, start=start, want=want, veto=rejects,
+                                            vetoable=held)
         if not len(rows):
             if not self._diagnose_batch(fwk, state, pod, nodes, masks, held, vetoed, diag):
                 return None
@@ -524,34 +545,42 @@ class Scheduler:
         alive = None
         statuses: dict[str, Status] = {}
         table = self.cache.table()
+        names = table.names
+        held_rows = np.fromiter(held, np.int64, len(held))
         for pl, m in masks:
             failing = ~m if alive is None else alive & ~m
-            rows = [row for row in np.flatnonzero(failing).tolist() if row not in held]
+            found = np.flatnonzero(failing)
+            if len(held_rows):
+                found = found[~np.isin(found, held_rows)]
+            rows = found.tolist()
             batch_statuses = getattr(pl, "filter_statuses", None)
             verdicts: list[Status | None] = \
-                batch_statuses(state, pod, table, np.array(rows, np.int64)) \
+                batch_statuses(state, pod, table, found) \
                 if batch_statuses is not None and rows else \
                 [pl.filter(state, pod, nodes[row]) for row in rows]
-            for row, st in zip(rows, verdicts, strict=True):
-                if st is None or st.code == Code.SKIP:
+            for one in _distinct(verdicts):  # batch verdicts share Status objects
+                if one is None or one.code == Code.SKIP:
                     return False
-                if st.code == Code.ERROR:
-                    raise RuntimeError(st.message)
-                statuses[nodes[row].name] = st.with_plugin(pl.name)
+                if one.code == Code.ERROR:
+                    raise RuntimeError(one.message)
+                one.with_plugin(pl.name)
+            # none is None now
+            statuses.update(zip(map(names.__getitem__, rows), cast("list[Status]", verdicts),
+                                strict=True))
             alive = m if alive is None else alive & m
         for row, nominated in held.items():
-            node = nodes[row]
-            st = vetoed.get(row) or fwk.run_filter_with_nominated(state, pod, node, nominated)
+            st = vetoed.get(row) or fwk.run_filter_with_nominated(state, pod, nodes[row],
+                                                                  nominated)
             if st is None:
                 return False
             if st.code == Code.ERROR:
                 raise RuntimeError(st.message)
-            statuses[node.name] = st
+            statuses[names[row]] = st
         if alive is not None and alive.any() and not all(
                 row in held for row in np.flatnonzero(alive).tolist()):
             return False
         diag.statuses.update(statuses)
-        diag.plugins.update(st.plugin for st in statuses.values())
+        diag.plugins.update(st.plugin for st in _distinct(statuses.values()))
         return True
 
     def _find_feasible(self, fwk: Framework, state: CycleState, pod: PodInfo,
