@@ -56,6 +56,7 @@ NO_VICTIMS = "No preemption victims found for incoming pod"
 NEVER = "not eligible due to preemptionPolicy=Never."
 TERMINATING = "not eligible due to a terminating pod on the nominated node."
 _INT32_OFFSET = 2**31
+_NO_PODS: list[PodInfo] = []
 _DRY_RUN_SHAPES = 8
 """How many kinds of preemptor (spec, plugins, budgets) keep their dry runs."""
 
@@ -274,12 +275,29 @@ class DefaultPreemption:
             while len(self._dry_runs) >= _DRY_RUN_SHAPES:
                 del self._dry_runs[next(iter(self._dry_runs))]
             self._dry_runs[key] = memo
-        for i in range(len(potential)):
-            node = potential[(offset + i) % len(potential)]
-            found = self._dry_run(state, pod, node, budgets, counting, memo,
-                                  nominated.get(node.name) if nominated is not None else []) \
-                if counting is not None else \
-                _found(node.name, self.select_victims(state.clone(), pod, node.clone(), budgets))
+        # A dry run by counts is reused (from ``memo``: those of pods whose spec, plugins
+        # asked and budgets are those of ``pod`` now) while the node is the same (its
+        # generation: pods, requests, the node object; its start generation: the order of
+        # its pods) and so are the pods nominated there that count (by uid: what they
+        # request cannot change). Replicas of one workload preempting one after another
+        # redo only the nodes that changed.
+        for node in potential[offset:] + potential[:offset]:
+            if counting is None:
+                found = _found(node.name, self.select_victims(state.clone(), pod, node.clone(),
+                                                              budgets))
+            else:
+                extra = nominated.get(node.name) if nominated is not None else _NO_PODS
+                held = tuple([p.uid for p in extra]) if extra else ()
+                seen = memo.get(node.name)
+                if seen is not None and seen[0] is node and seen[1] == node.generation \
+                        and seen[2] == node.start_generation and seen[3] == held:
+                    self.dry_runs_reused += 1
+                    found = seen[4]
+                else:
+                    found = _found(node.name, self.select_victims_by_counts(
+                        state, pod, node, budgets, counting, extra))
+                    memo[node.name] = (node, node.generation, node.start_generation, held,
+                                       found)
             if isinstance(found, Candidate):
                 (violating if found.pdb_violations else non_violating).append(found)
                 if non_violating and len(non_violating) + len(violating) >= want:
@@ -317,27 +335,6 @@ class DefaultPreemption:
             return False
 
         return (*_give_back(budgets, lower, reprieve), None)
-
-    def _dry_run(self, state: CycleState, pod: PodInfo, node: NodeInfo, budgets: _Budgets,
-                 counting: CountingFilter, memo: dict[str, _Seen], extra: list[PodInfo]
-                 ) -> Candidate | Status:
-        """:meth:`select_victims_by_counts`, reused (from ``memo``: the dry runs of pods
-        whose spec, plugins asked and budgets are those of ``pod`` now) while the node is
-        the same (its generation: pods, requests, the node object; its start generation:
-        the order of its pods) and so are the pods nominated here that count (by uid: what
-        they request cannot change). Replicas of one workload preempting one after another
-        redo only the nodes that changed. ``extra``: the pods nominated to the node that
-        count."""
-        held = tuple(p.uid for p in extra)
-        seen = memo.get(node.name)
-        if seen is not None and seen[0] is node and seen[1] == node.generation \
-                and seen[2] == node.start_generation and seen[3] == held:
-            self.dry_runs_reused += 1
-            return seen[4]
-        found = _found(node.name,
-                       self.select_victims_by_counts(state, pod, node, budgets, counting, extra))
-        memo[node.name] = (node, node.generation, node.start_generation, held, found)
-        return found
 
     def select_victims_by_counts(self, state: CycleState, pod: PodInfo, node: NodeInfo,
                                  budgets: _Budgets, counting: CountingFilter,

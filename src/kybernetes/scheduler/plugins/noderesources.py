@@ -14,6 +14,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
+from operator import attrgetter, methodcaller
 from typing import Any
 
 import numpy as np
@@ -114,6 +116,9 @@ def _requested(node: NodeInfo, pod: PodInfo, name: str, *, non_zero: bool) -> in
     return node.requested.get(name, 0) + pod.requests.get(name, 0)
 
 
+_REQUESTS = attrgetter("requests")
+
+
 class Fit:
     name = "NodeResourcesFit"
 
@@ -196,7 +201,7 @@ class Fit:
         if added is not None:
             counts = np.fromiter(map(len, added), np.int64, len(rows))
             pods = pods + counts
-            flat = [p.requests for extra in added for p in extra]
+            flat = list(map(_REQUESTS, chain.from_iterable(added)))
             owner = np.repeat(np.arange(len(rows)), counts)
         too_many: BoolArray = pods + 1 > table.allowed_pods[rows]
         checks.append(("Too many pods", too_many, np.zeros(len(rows), np.bool_)))
@@ -207,23 +212,19 @@ class Fit:
             have, taken = alloc[rows], used[rows]
             if flat:
                 more = np.zeros(len(rows), np.int64)
-                np.add.at(more, owner, np.fromiter((r.get(name, 0) for r in flat), np.int64,
-                                                   len(flat)))
+                np.add.at(more, owner, np.fromiter(map(methodcaller("get", name, 0), flat),
+                                                   np.int64, len(flat)))
                 taken = taken + more
             checks.append((f"Insufficient {name}", want > have - taken, want > have))
         code = np.zeros(len(rows), np.int64)
         for i, (_, short, empty_short) in enumerate(checks):
             code |= short.astype(np.int64) << (2 * i)
             code |= (short & empty_short).astype(np.int64) << (2 * i + 1)
-        shared: dict[int, Status | None] = {}
-        out: list[Status | None] = []
-        for c in code.tolist():
-            if c not in shared:
-                shared[c] = self._verdict([(reason, bool(c >> (2 * i + 1) & 1))
-                                           for i, (reason, _, _) in enumerate(checks)
-                                           if c >> (2 * i) & 1])
-            out.append(shared[c])
-        return out
+        codes, which = np.unique(code, return_inverse=True)
+        shared = [self._verdict([(reason, bool(c >> (2 * i + 1) & 1))
+                                 for i, (reason, _, _) in enumerate(checks) if c >> (2 * i) & 1])
+                  for c in codes.tolist()]
+        return list(map(shared.__getitem__, which.tolist()))
 
     def score_batch(self, state: CycleState, pod: PodInfo, table: NodeTable, idx: IntArray
                     ) -> IntArray | None:
