@@ -108,6 +108,7 @@ class NodeTable:
     def __init__(self, nodes: list[NodeInfo]) -> None:
         self.nodes = nodes
         self.names = [ni.name for ni in nodes]
+        self.row_of = {name: i for i, name in enumerate(self.names)}
         n = len(nodes)
         self.size = n
         self.alloc: dict[str, IntArray] = {}

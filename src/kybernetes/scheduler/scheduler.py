@@ -141,6 +141,7 @@ def _pod_action(old: Obj, new: Obj) -> Action:
 
 
 T = TypeVar("T")
+_PLUGIN = operator.attrgetter("plugin")
 
 
 def _distinct(items: Iterable[T]) -> Iterable[T]:
@@ -469,11 +470,9 @@ class Scheduler:
         """Rows of the nodes holding nominated pods that count for ``pod``, which Filter
         sees added."""
         if self.queue.nominator:
-            node = self.cache.node
-            for name, extra in self.queue.nominator.counting(pod).items():
-                ni = node(name)
-                if ni is not None and ni.table is table:
-                    held[ni.index] = extra
+            row_of = table.row_of
+            held = {row_of[name]: extra for name, extra in self.queue.nominator.counting(pod).items()
+                    if name in row_of}
 
         vetoed: dict[int, Status] = {}
         counting = fwk.counting_filter(state) if held else None
@@ -544,6 +543,7 @@ class Scheduler:
         (the caller then goes node by node)."""
         alive = None
         statuses: dict[str, Status] = {}
+        plugins: set[str] = set()
         table = self.cache.table()
         names = table.names
         held_rows = np.fromiter(held, np.int64, len(held))
@@ -563,24 +563,26 @@ class Scheduler:
                     return False
                 if one.code == Code.ERROR:
                     raise RuntimeError(one.message)
-                one.with_plugin(pl.name)
+                plugins.add(one.with_plugin(pl.name).plugin)
             # none is None now
             statuses.update(zip(map(names.__getitem__, rows), cast("list[Status]", verdicts),
                                 strict=True))
             alive = m if alive is None else alive & m
-        for row, nominated in held.items():
-            st = vetoed.get(row) or fwk.run_filter_with_nominated(state, pod, nodes[row],
-                                                                  nominated)
+        statuses.update(zip(map(names.__getitem__, vetoed), vetoed.values(), strict=True))
+        plugins.update(map(_PLUGIN, _distinct(vetoed.values())))
+        for row in held.keys() - vetoed.keys():  # not asked yet: a plugin before turned it down
+            st = fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
             if st is None:
                 return False
             if st.code == Code.ERROR:
                 raise RuntimeError(st.message)
             statuses[names[row]] = st
+            plugins.add(st.plugin)
         if alive is not None and alive.any() and not all(
                 row in held for row in np.flatnonzero(alive).tolist()):
             return False
         diag.statuses.update(statuses)
-        diag.plugins.update(st.plugin for st in _distinct(statuses.values()))
+        diag.plugins.update(plugins)
         return True
 
     def _find_feasible(self, fwk: Framework, state: CycleState, pod: PodInfo,
