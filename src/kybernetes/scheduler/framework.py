@@ -231,11 +231,11 @@ class FilterPlugin(Protocol):
     """Optional attributes, read by preemption's dry runs and the checks with nominated
     pods: ``filter_reads_pods = False`` on a plugin whose verdict depends only on the
     pod's spec (not its volumes, their mounts or its hostname) and the node object, never
-    on the pods placed on the node (those checks
-    then ask it once per node, and preemption reuses a node's dry run while neither
-    changed); ``filter_room(pod, room)`` (the verdict) and ``fits_room(pod, room)``
-    (whether it passes) on one whose verdict depends on the pods only through their
-    counts (a :class:`~kybernetes.scheduler.types.Room`)."""
+    on the pods placed on the node (those checks then ask it once per node, and
+    preemption reuses a node's dry run while neither changed); ``filter_room(pod, room)``
+    (the verdict) and ``fits_room(pod, room)`` (whether it passes) on one whose verdict
+    depends on the pods only through their counts (a
+    :class:`~kybernetes.scheduler.types.Room`)."""
 
     name: str
 

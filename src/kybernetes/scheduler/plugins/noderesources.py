@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from itertools import chain
 from operator import attrgetter, methodcaller
 from typing import Any
 
@@ -201,7 +200,7 @@ class Fit:
         if added is not None:
             counts = np.fromiter(map(len, added), np.int64, len(rows))
             pods = pods + counts
-            flat = list(map(_REQUESTS, chain.from_iterable(added)))
+            flat = list(map(_REQUESTS, itertools.chain.from_iterable(added)))
             owner = np.repeat(np.arange(len(rows)), counts)
         too_many: BoolArray = pods + 1 > table.allowed_pods[rows]
         checks.append(("Too many pods", too_many, np.zeros(len(rows), np.bool_)))
