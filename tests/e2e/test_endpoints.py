@@ -105,18 +105,26 @@ def test_pdb_allowed_disruptions(fake_cluster: Cluster) -> None:
     cond = next(x for x in status["conditions"] if x["type"] == "DisruptionAllowed")
     assert (cond["status"], cond["reason"]) == ("True", "SufficientPods")
 
-    # the eviction subresource honours the budget: one eviction goes, the next is refused
+    # the eviction subresource honours the budget: one eviction goes, the next is refused.
+    # The nodes are cordoned meanwhile: on fake nodes the evicted pod's replacement would
+    # otherwise be Running and counted healthy within a second, and the budget would
+    # rightly allow the next eviction too.
     pods = [p["metadata"]["name"] for p in c.kubectl_json("get", "pods", "-n", ns,
                                                            "-l", "app=db")["items"]]
-    with c.http() as http:
-        def evict(name: str) -> Any:
-            return http.post(f"/api/v1/namespaces/{ns}/pods/{name}/eviction",
-                             json={"apiVersion": "policy/v1", "kind": "Eviction",
-                                   "metadata": {"name": name, "namespace": ns}})
+    nodes = [n["metadata"]["name"] for n in c.kubectl_json("get", "nodes")["items"]]
+    c.kubectl("cordon", *nodes)
+    try:
+        with c.http() as http:
+            def evict(name: str) -> Any:
+                return http.post(f"/api/v1/namespaces/{ns}/pods/{name}/eviction",
+                                 json={"apiVersion": "policy/v1", "kind": "Eviction",
+                                       "metadata": {"name": name, "namespace": ns}})
 
-        assert evict(pods[0]).status_code == 201
-        refused = evict(pods[1])
-    assert refused.status_code == 429
-    assert "disruption budget" in refused.json()["message"]
+            assert evict(pods[0]).status_code == 201
+            refused = evict(pods[1])
+        assert refused.status_code == 429
+        assert "disruption budget" in refused.json()["message"]
+    finally:
+        c.kubectl("uncordon", *nodes)
     wait_for("the replacement counted", lambda: c.kubectl_json(
         "get", "pdb", "db", "-n", ns)["status"].get("disruptionsAllowed") == 1)
