@@ -15,6 +15,7 @@ that fails forgets the assumed pod and puts it back in the queue.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import operator
 import random
@@ -478,15 +479,6 @@ class Scheduler:
         counting = fwk.counting_filter(state) if held else None
         by_columns = getattr(counting.reader, "filter_statuses", None) \
             if counting is not None else None
-        verdicts: dict[int, Status | None] = {}
-        if by_columns is not None and counting is not None:
-            # the nodes that pass every plugin without their nominated pods can only be
-            # turned down with them by the one plugin that reads pods: ask it of all at once
-            rows_held = list(held)
-            for row, st in zip(rows_held, by_columns(
-                    state, pod, table, np.array(rows_held, np.int64), list(held.values())),
-                    strict=True):
-                verdicts[row] = st.with_plugin(counting.reader.name) if st is not None else None
 
         def rejects(row: int) -> bool:
             st = fwk.run_filter_with_nominated(state, pod, nodes[row], held[row])
@@ -498,16 +490,22 @@ class Scheduler:
 
         mask = batch.combined(masks, table)
         want = num_feasible_nodes_to_find(fwk.percentage, n)
-        if by_columns is not None:
-            # every held node's verdict is known: turn down at once those the others pass
-            bad = {row: st for row, st in verdicts.items() if st is not None}
-            for st in _distinct(bad.values()):
-                if st.code == Code.ERROR:
-                    raise RuntimeError(st.message)
-            turned = np.fromiter(bad, np.int64, len(bad))
-            turned = turned[mask[turned]]
-            vetoed = {row: bad[row] for row in turned.tolist()}
-            mask[turned] = False
+        if by_columns is not None and counting is not None:
+            # the nodes that pass every plugin without their nominated pods can only be
+            # turned down with them by the one plugin that reads pods: ask it of all held
+            # nodes at once, and turn down together those the other plugins pass
+            rows_held = np.fromiter(held, np.int64, len(held))
+            verdicts = by_columns(state, pod, table, rows_held, list(held.values()))
+            for st in _distinct(verdicts):  # column verdicts share Status objects
+                if st is not None:
+                    if st.code == Code.ERROR:
+                        raise RuntimeError(st.message)
+                    st.with_plugin(counting.reader.name)
+            turn = np.fromiter((st is not None for st in verdicts), np.bool_, len(verdicts)) \
+                & mask[rows_held]
+            vetoed = dict(zip(rows_held[turn].tolist(),
+                              itertools.compress(verdicts, turn.tolist()), strict=True))
+            mask[rows_held[turn]] = False
             rows, walked = batch.first_rows(mask, start=start, want=want)
         else:
             rows, walked = batch.first_rows(mask, start=start, want=want, veto=rejects,
